@@ -1,0 +1,102 @@
+import { availableParallelism } from 'node:os'
+import { Cron } from 'croner'
+import { z } from 'zod'
+
+/**
+ * The whole environment of the server, validated once at boot. This is the only module that reads
+ * process.env; everything else receives a `Config`.
+ *
+ * Bun loads .env files before any code runs, in the usual layered order (.env, then .env.<NODE_ENV>,
+ * then .env.local, each overriding the previous), and real environment variables win over all of them.
+ */
+
+const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+
+const bool = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no'], { message: 'expected true or false' })
+  .transform((v) => v === 'true' || v === '1' || v === 'yes')
+
+const int = (min: number, max = Number.MAX_SAFE_INTEGER) =>
+  z
+    .string()
+    .regex(/^-?\d+$/, { message: `expected an integer >= ${min}` })
+    .transform(Number)
+    .pipe(z.number().int().min(min, { message: `expected an integer >= ${min}` }).max(max, { message: `expected an integer <= ${max}` }))
+
+/** A cron expression, or "off" to not schedule that built-in job on this server. */
+const cronOrOff = z
+  .string()
+  .refine((v) => v === 'off' || isValidCron(v), { message: 'expected a 5- or 6-field cron expression or "off"' })
+  .transform((v) => (v === 'off' ? null : v))
+
+export function isValidCron(expr: string): boolean {
+  const fields = expr.trim().split(/\s+/).length
+  if (fields < 5 || fields > 6) return false
+  try {
+    new Cron(expr, { paused: true })
+    return true
+  } catch {
+    return false
+  }
+}
+
+const hexKey = z.string().regex(/^0x[0-9a-fA-F]{64}$/, { message: 'expected a 0x-prefixed 32-byte hex private key' })
+
+/** Anvil's first well-known dev account; only ever a default outside production. */
+const ANVIL_DEV_KEY = '0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80'
+
+const envSchema = z.object({
+  NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
+  DATABASE_URL: z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, { message: 'expected a postgres:// URL' })
+    .default('postgres://postgres@127.0.0.1:5432/postgres'),
+  HOST: z.string().min(1).default('0.0.0.0'),
+  PORT: int(0, 65535).default(3000),
+  LOG_LEVEL: logLevel.default('info'),
+  LOG_PRETTY: bool.default(false),
+  WORKER_COUNT: z
+    .string()
+    .regex(/^(cpus|\d+)$/, { message: 'expected an integer >= 0 or "cpus"' })
+    .transform((v) => (v === 'cpus' ? availableParallelism() : Number(v)))
+    .default(() => availableParallelism()),
+  WORKER_LOG_LEVEL: logLevel.default('info'),
+  WORKER_CONCURRENCY: int(1, 10_000).default(100),
+  WORKER_POLL_INTERVAL_MS: int(10).default(2000),
+  WORKER_LEASE_MS: int(1000).default(30_000),
+  WORKER_SHUTDOWN_TIMEOUT_MS: int(0).default(10_000),
+  WORKER_RESTART_MAX_BACKOFF_MS: int(0).default(30_000),
+  CRON_REMOVE_OLD_WORKER_JOBS: cronOrOff.default('0 2 * * *'),
+  CRON_WATCH_CHAIN: cronOrOff.default('*/30 * * * * *'),
+  DEPLOY_MULTICALL3_ON_BOOT: bool.default(true),
+  CHAIN_RPC_URL: z.url({ message: 'expected an http(s) URL' }).default('http://127.0.0.1:8545'),
+  CHAIN_ID: int(1).optional(),
+  SERVER_WALLET_PRIVATE_KEY: hexKey.optional(),
+  CHAIN_CONFIRMATIONS: int(0).default(0),
+  CHAIN_MAX_BLOCK_RANGE: int(1, 100_000).default(500),
+  CHAIN_START_BLOCK: int(0).optional(),
+  CHAIN_MAX_REORG_DEPTH: int(1).default(128),
+})
+
+type Env = z.output<typeof envSchema>
+
+export type Config = Omit<Env, 'SERVER_WALLET_PRIVATE_KEY'> & { SERVER_WALLET_PRIVATE_KEY: `0x${string}` | undefined }
+
+export class ConfigError extends Error {}
+
+/** Parses an environment (process.env by default); throws a ConfigError whose message is one line naming the variable. */
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  // Empty strings count as unset, so `PORT=` in a .env file falls back to the default.
+  const cleaned = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''))
+  const parsed = envSchema.safeParse(cleaned)
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!
+    const name = String(issue.path[0] ?? 'environment')
+    const got = cleaned[name]
+    throw new ConfigError(`Invalid environment variable ${name}: ${issue.message}${got === undefined ? '' : ` (got ${JSON.stringify(got)})`}`)
+  }
+  const cfg = parsed.data
+  let key = cfg.SERVER_WALLET_PRIVATE_KEY as `0x${string}` | undefined
+  if (!key && cfg.NODE_ENV !== 'production') key = ANVIL_DEV_KEY
+  return { ...cfg, SERVER_WALLET_PRIVATE_KEY: key }
+}

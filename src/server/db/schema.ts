@@ -1,0 +1,139 @@
+import { sql } from 'drizzle-orm'
+import {
+  bigint,
+  boolean,
+  check,
+  index,
+  integer,
+  jsonb,
+  pgTable,
+  primaryKey,
+  text,
+  timestamp,
+  uniqueIndex,
+} from 'drizzle-orm/pg-core'
+
+const tstz = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' })
+
+/**
+ * The job queue. Column meanings and units are documented in the README ("The worker_jobs table").
+ * Delays are in seconds, as the spec says. A row is:
+ *   pending  started IS NULL AND finished IS NULL
+ *   running  started IS NOT NULL AND finished IS NULL (held by locked_by until lease_expires_at)
+ *   finished finished IS NOT NULL (success tells the outcome)
+ */
+export const workerJobs = pgTable(
+  'worker_jobs',
+  {
+    // bigint: a busy queue can pass 2^31 ids; 'number' mode is exact up to 2^53.
+    id: bigint('id', { mode: 'number' }).primaryKey().generatedByDefaultAsIdentity(),
+    type: text('type').notNull(),
+    userId: integer('user_id').notNull().default(0),
+    data: jsonb('data').notNull().default({}),
+    due: tstz('due').notNull().defaultNow(),
+    started: tstz('started'),
+    finished: tstz('finished'),
+    removeAt: tstz('remove_at'),
+    success: boolean('success'),
+    result: jsonb('result'),
+    cronSchedule: text('cron_schedule'),
+    autoRescheduleOnFailure: boolean('auto_reschedule_on_failure').notNull().default(false),
+    autoRescheduleOnFailureDelay: integer('auto_reschedule_on_failure_delay').notNull().default(0),
+    removeDelay: integer('remove_delay').notNull().default(604_800),
+    persistent: boolean('persistent').notNull().default(false),
+    tag: text('tag'),
+    attempt: integer('attempt').notNull().default(1),
+    maxAttempts: integer('max_attempts'),
+    rescheduledFromJob: bigint('rescheduled_from_job', { mode: 'number' }),
+    lockedBy: text('locked_by'),
+    leaseExpiresAt: tstz('lease_expires_at'),
+    createdAt: tstz('created_at').notNull().defaultNow(),
+    updatedAt: tstz('updated_at').notNull().defaultNow(),
+  },
+  (t) => [
+    // The claim scans this index in (due, id) order and stops at the first row not yet due, so its cost
+    // does not grow with the number of finished rows kept for inspection.
+    index('worker_jobs_claim_idx')
+      .on(t.due, t.id)
+      .where(sql`${t.started} IS NULL AND ${t.finished} IS NULL`),
+    // At most one pending job per tag (a cron's next run, a deduplicated submit).
+    uniqueIndex('worker_jobs_pending_tag_uidx')
+      .on(t.tag)
+      .where(sql`${t.tag} IS NOT NULL AND ${t.started} IS NULL AND ${t.finished} IS NULL`),
+    // The rescuer looks for running rows whose lease has expired.
+    index('worker_jobs_running_lease_idx')
+      .on(t.leaseExpiresAt)
+      .where(sql`${t.started} IS NOT NULL AND ${t.finished} IS NULL`),
+    // Cleanup deletes finished, non-persistent rows by remove_at.
+    index('worker_jobs_remove_at_idx')
+      .on(t.removeAt)
+      .where(sql`${t.finished} IS NOT NULL AND ${t.persistent} = false`),
+  ],
+)
+
+export type WorkerJob = typeof workerJobs.$inferSelect
+
+export const users = pgTable(
+  'users',
+  {
+    id: integer('id').primaryKey().generatedByDefaultAsIdentity(),
+    // Always stored lower-case so lookups by address need no function index.
+    walletAddress: text('wallet_address').notNull().unique(),
+    createdAt: tstz('created_at').notNull().defaultNow(),
+  },
+  (t) => [check('users_wallet_address_lower', sql`${t.walletAddress} = lower(${t.walletAddress})`)],
+)
+
+/** watchChain's durable position: the last block fully processed on a chain, with its hash for reorg checks. */
+export const chainCursors = pgTable('chain_cursors', {
+  chainId: integer('chain_id').primaryKey(),
+  blockNumber: bigint('block_number', { mode: 'bigint' }).notNull(),
+  blockHash: text('block_hash').notNull(),
+  updatedAt: tstz('updated_at').notNull().defaultNow(),
+})
+
+/** Hashes of recently processed blocks, so a reorg can be traced back to the last block that still agrees. */
+export const chainBlocks = pgTable(
+  'chain_blocks',
+  {
+    chainId: integer('chain_id').notNull(),
+    blockNumber: bigint('block_number', { mode: 'bigint' }).notNull(),
+    blockHash: text('block_hash').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.chainId, t.blockNumber] })],
+)
+
+/** The ledger of processed chain events: a log is processed at most once per (chain, block hash, log index). */
+export const chainEvents = pgTable(
+  'chain_events',
+  {
+    id: integer('id').primaryKey().generatedByDefaultAsIdentity(),
+    chainId: integer('chain_id').notNull(),
+    blockNumber: bigint('block_number', { mode: 'bigint' }).notNull(),
+    blockHash: text('block_hash').notNull(),
+    logIndex: integer('log_index').notNull(),
+    txHash: text('tx_hash').notNull(),
+    address: text('address').notNull(),
+    createdAt: tstz('created_at').notNull().defaultNow(),
+  },
+  (t) => [
+    uniqueIndex('chain_events_block_log_uidx').on(t.chainId, t.blockHash, t.logIndex),
+    index('chain_events_block_idx').on(t.chainId, t.blockNumber),
+  ],
+)
+
+export const notifications = pgTable(
+  'notifications',
+  {
+    id: integer('id').primaryKey().generatedByDefaultAsIdentity(),
+    userId: integer('user_id')
+      .notNull()
+      .references(() => users.id, { onDelete: 'cascade' }),
+    // Derived from a ledger row: a reorg that deletes the event deletes the notification with it.
+    chainEventId: integer('chain_event_id').references(() => chainEvents.id, { onDelete: 'cascade' }),
+    data: jsonb('data').notNull(),
+    read: boolean('read').notNull().default(false),
+    createdAt: tstz('created_at').notNull().defaultNow(),
+  },
+  (t) => [index('notifications_user_idx').on(t.userId, t.createdAt)],
+)

@@ -1,0 +1,56 @@
+import type { Database } from '../db/client'
+import type { Logger } from '../log'
+import { finishJobs, type Outcome } from './queue/finish'
+
+/**
+ * Collects outcomes and writes them in batches: everything that finished while the previous write was in
+ * flight goes out in the next single statement. One write at a time keeps the order of a worker's writes
+ * simple; a failed write keeps its outcomes and is retried (the lease keeps the rows ours meanwhile).
+ */
+export class FinishBatcher {
+  private pending: Outcome[] = []
+  private flushing: Promise<void> | null = null
+  private idleWaiters: (() => void)[] = []
+
+  constructor(
+    private readonly db: Database,
+    private readonly workerId: string,
+    private readonly log: Logger,
+    private readonly retryDelayMs = 500,
+  ) {}
+
+  /** Outcomes not yet written. */
+  get size(): number {
+    return this.pending.length
+  }
+
+  add(outcome: Outcome): void {
+    this.pending.push(outcome)
+    // setImmediate, not a microtask: jobs that complete in the same tick join the same batch.
+    if (!this.flushing) this.flushing = new Promise((resolve) => setImmediate(resolve)).then(() => this.flushLoop())
+  }
+
+  /** Resolves when every outcome added so far is written. */
+  drained(): Promise<void> {
+    if (!this.flushing && this.pending.length === 0) return Promise.resolve()
+    return new Promise((resolve) => this.idleWaiters.push(resolve))
+  }
+
+  private async flushLoop(): Promise<void> {
+    while (this.pending.length > 0) {
+      const batch = this.pending
+      this.pending = []
+      try {
+        const finished = await finishJobs(this.db, this.workerId, batch)
+        const lost = batch.length - finished.size
+        if (lost > 0) this.log.warn({ lost }, 'outcomes not recorded: jobs were rescued by another worker first')
+      } catch (err) {
+        this.log.error({ err, count: batch.length }, 'recording job outcomes failed; retrying')
+        this.pending = batch.concat(this.pending)
+        await new Promise((r) => setTimeout(r, this.retryDelayMs))
+      }
+    }
+    this.flushing = null
+    for (const w of this.idleWaiters.splice(0)) w()
+  }
+}

@@ -1,0 +1,34 @@
+import { deployMulticall3Job } from './deployMulticall3'
+import { removeOldWorkerJobsJob } from './removeOldWorkerJobs'
+import type { Job, JobRegistry } from './types'
+import { watchChainJob } from './watchChain'
+
+/** The built-in job types. Add a type by writing its file and listing it here. */
+export const builtInJobs: readonly Job[] = [removeOldWorkerJobsJob, watchChainJob, deployMulticall3Job]
+
+/**
+ * Builds the registry from the built-in types plus any extra ones (an application's own types, or a
+ * test's). A type registered twice is a startup error, never a silent override.
+ */
+export function buildRegistry(extra: readonly Job[] = []): JobRegistry {
+  const registry: Record<string, Job> = {}
+  for (const job of [...builtInJobs, ...extra]) {
+    if (registry[job.type]) throw new Error(`job type "${job.type}" is registered twice`)
+    registry[job.type] = job
+  }
+  return Object.freeze(registry)
+}
+
+/**
+ * Loads extra job types from modules (absolute paths or package names). Each module exports a `jobs`
+ * array of job definitions. Children import the same modules, so every process has the same registry.
+ */
+export async function loadJobModules(modules: readonly string[]): Promise<Job[]> {
+  const jobs: Job[] = []
+  for (const m of modules) {
+    const mod = (await import(m)) as { jobs?: Job[] }
+    if (!Array.isArray(mod.jobs)) throw new Error(`job module ${m} does not export a "jobs" array`)
+    jobs.push(...mod.jobs)
+  }
+  return jobs
+}

@@ -1,0 +1,68 @@
+import { sql } from 'drizzle-orm'
+import type { Executor } from '../../db/client'
+import type { WorkerJob } from '../../db/schema'
+import { rowToJob, toJson } from './rows'
+import type { NewJobRow } from './successor'
+
+/** Rows per INSERT statement: big enough to amortise the round trip, small enough to keep one statement cheap. */
+const CHUNK = 20_000
+
+/**
+ * Inserts validated rows. All rows travel as one jsonb parameter and are expanded by jsonb_to_recordset,
+ * so 100,000 rows cost a few statements instead of 100,000 bound-parameter tuples (Postgres caps a
+ * statement at 65,535 parameters). The insert trigger sends one NOTIFY per statement.
+ * `onTagConflict: 'skip'` leaves an existing pending row of the same tag in place (cron successors, seeding).
+ */
+export async function insertJobs(
+  db: Executor,
+  rows: readonly NewJobRow[],
+  opts: { onTagConflict?: 'error' | 'skip' } = {},
+): Promise<WorkerJob[]> {
+  const out: WorkerJob[] = []
+  for (let i = 0; i < rows.length; i += CHUNK) {
+    const chunk = rows.slice(i, i + CHUNK).map((r) => ({
+      type: r.type,
+      user_id: r.userId,
+      data: r.data ?? {},
+      due: r.due.toISOString(),
+      cron_schedule: r.cronSchedule,
+      auto_reschedule_on_failure: r.autoRescheduleOnFailure,
+      auto_reschedule_on_failure_delay: r.autoRescheduleOnFailureDelay,
+      remove_delay: r.removeDelay,
+      persistent: r.persistent,
+      tag: r.tag,
+      attempt: r.attempt,
+      max_attempts: r.maxAttempts,
+      rescheduled_from_job: r.rescheduledFromJob,
+    }))
+    const conflict =
+      opts.onTagConflict === 'skip'
+        ? sql`ON CONFLICT (tag) WHERE tag IS NOT NULL AND started IS NULL AND finished IS NULL DO NOTHING`
+        : sql``
+    const inserted = await db.execute(sql`
+      INSERT INTO worker_jobs (type, user_id, data, due, cron_schedule, auto_reschedule_on_failure,
+        auto_reschedule_on_failure_delay, remove_delay, persistent, tag, attempt, max_attempts, rescheduled_from_job)
+      SELECT type, user_id, data, due, cron_schedule, auto_reschedule_on_failure,
+        auto_reschedule_on_failure_delay, remove_delay, persistent, tag, attempt, max_attempts, rescheduled_from_job
+      FROM jsonb_to_recordset(${toJson(chunk)}::jsonb) AS r(type text, user_id integer, data jsonb, due timestamptz,
+        cron_schedule text, auto_reschedule_on_failure boolean, auto_reschedule_on_failure_delay integer,
+        remove_delay integer, persistent boolean, tag text, attempt integer, max_attempts integer, rescheduled_from_job bigint)
+      ${conflict}
+      RETURNING *`)
+    for (const r of inserted) out.push(rowToJob(r))
+  }
+  return out
+}
+
+/**
+ * Takes a transaction-scoped advisory lock per tag, in sorted order so two transactions can never wait on
+ * each other in a cycle. Everything that creates a pending tagged row (submit, successors, cron seeding)
+ * takes it first, which makes "cancel the old pending row, insert the new one" atomic across servers.
+ */
+export async function lockTags(tx: Executor, tags: Iterable<string | null>): Promise<void> {
+  const distinct = [...new Set([...tags].filter((t): t is string => !!t))].sort()
+  if (distinct.length === 0) return
+  await tx.execute(sql`
+    SELECT pg_advisory_xact_lock(hashtextextended('worker_jobs.tag:' || t, 0))
+    FROM jsonb_array_elements_text(${toJson(distinct)}::jsonb) AS t ORDER BY t`)
+}

@@ -1,0 +1,71 @@
+import type { WorkerJob } from '../db/schema'
+import type { Logger } from '../log'
+import type { ServerApp } from '../serverApp'
+import type { JobRegistry } from './jobs/types'
+import type { Outcome } from './queue/finish'
+
+export class JobTimeoutError extends Error {
+  constructor(ms: number) {
+    super(`job timed out after ${ms} ms`)
+    this.name = 'JobTimeoutError'
+  }
+}
+
+/** A failure result that a person reading worker_jobs.result can act on. */
+export function errorResult(err: unknown): { error: string; name?: string; stack?: string } {
+  if (err instanceof Error) return { error: err.message, name: err.name, stack: err.stack?.split('\n').slice(0, 8).join('\n') }
+  return { error: String(err) }
+}
+
+/**
+ * Runs one claimed job through the registry and turns whatever happens into an Outcome; it never throws.
+ * The data is validated again here: a row inserted by hand (psql) never went through submitJob.
+ * `stop` aborts the run from outside (forced shutdown, lost lease).
+ */
+export async function runJob(
+  serverApp: ServerApp,
+  registry: JobRegistry,
+  job: WorkerJob,
+  // `log` carries the workerId already (its base fields), so every job line names its worker.
+  opts: { log: Logger; stop: AbortSignal },
+): Promise<Outcome> {
+  const started = performance.now()
+  const log = opts.log.child({ jobId: job.id, type: job.type })
+  log.info({ attempt: job.attempt }, 'job started')
+  let outcome: Outcome
+  const def = registry[job.type]
+  const controller = new AbortController()
+  const onStop = () => controller.abort(opts.stop.reason)
+  opts.stop.addEventListener('abort', onStop, { once: true })
+  let timer: ReturnType<typeof setTimeout> | undefined
+  try {
+    if (!def) throw new Error(`unknown job type "${job.type}"`)
+    const data = def.dataSchema.safeParse(job.data ?? {})
+    if (!data.success) {
+      const issue = data.error.issues[0]!
+      throw new Error(`invalid job data: data${issue.path.map((p: PropertyKey) => `.${String(p)}`).join('')}: ${issue.message}`)
+    }
+    const aborted = new Promise<never>((_, reject) => {
+      controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true })
+    })
+    if (def.timeoutMs !== undefined) {
+      const ms = def.timeoutMs
+      timer = setTimeout(() => controller.abort(new JobTimeoutError(ms)), ms)
+    }
+    // Why the race: a handler that ignores its signal must still not hold the job past its timeout.
+    const result = await Promise.race([
+      def.run({ serverApp, log, job: { ...job, data: data.data }, signal: controller.signal }),
+      aborted,
+    ])
+    outcome = { job, success: true, result: result ?? null }
+  } catch (err) {
+    outcome = { job, success: false, result: errorResult(err) }
+  } finally {
+    if (timer) clearTimeout(timer)
+    opts.stop.removeEventListener('abort', onStop)
+  }
+  const durationMs = Math.round((performance.now() - started) * 1000) / 1000
+  if (outcome.success) log.info({ success: true, durationMs }, 'job finished')
+  else log.warn({ success: false, durationMs, error: (outcome.result as { error: string }).error }, 'job failed')
+  return outcome
+}

@@ -1,0 +1,78 @@
+import type { Subprocess } from 'bun'
+
+const FIXTURE = new URL('../fixtures/server.ts', import.meta.url).pathname
+
+export interface ServerProcess {
+  url: string
+  proc: Subprocess
+  /** Every JSON log line the server (and its children) printed so far. */
+  logs: Record<string, any>[]
+  stop(signal?: NodeJS.Signals): Promise<number>
+}
+
+/** Quiet defaults for tests: no chain jobs unless a test asks for them. */
+export const TEST_ENV = {
+  NODE_ENV: 'test',
+  HOST: '127.0.0.1',
+  PORT: '0',
+  LOG_LEVEL: 'info',
+  WORKER_LOG_LEVEL: 'info',
+  CRON_WATCH_CHAIN: 'off',
+  DEPLOY_MULTICALL3_ON_BOOT: 'false',
+}
+
+/** Starts the real server (tests/fixtures/server.ts) as a child process and waits until it listens. */
+export async function startServerProcess(env: Record<string, string>, opts: { timeoutMs?: number } = {}): Promise<ServerProcess> {
+  const proc = Bun.spawn([process.execPath, FIXTURE], {
+    env: { ...process.env, ...TEST_ENV, ...env },
+    stdout: 'pipe',
+    stderr: 'pipe',
+  })
+  const logs: Record<string, any>[] = []
+  let url: string | undefined
+  let resolveUrl: (u: string) => void = () => {}
+  const listening = new Promise<string>((r) => {
+    resolveUrl = r
+  })
+  void (async () => {
+    const decoder = new TextDecoder()
+    let buf = ''
+    for await (const chunk of proc.stdout as ReadableStream<Uint8Array>) {
+      buf += decoder.decode(chunk, { stream: true })
+      let nl = buf.indexOf('\n')
+      while (nl >= 0) {
+        const line = buf.slice(0, nl)
+        buf = buf.slice(nl + 1)
+        nl = buf.indexOf('\n')
+        try {
+          const rec = JSON.parse(line)
+          logs.push(rec)
+          if (rec.msg === 'server listening' && !url) {
+            url = rec.url
+            resolveUrl(rec.url)
+          }
+        } catch {
+          logs.push({ raw: line })
+        }
+      }
+    }
+  })()
+  const stderr = new Response(proc.stderr as ReadableStream).text()
+  const timeout = opts.timeoutMs ?? 20_000
+  const result = await Promise.race([
+    listening,
+    proc.exited.then(async (code) => {
+      throw new Error(`server exited with ${code} before listening: ${await stderr}`)
+    }),
+    new Promise<never>((_, reject) => setTimeout(() => reject(new Error('server did not start in time')), timeout)),
+  ])
+  return {
+    url: result,
+    proc,
+    logs,
+    async stop(signal = 'SIGTERM') {
+      if (proc.exitCode === null) proc.kill(signal)
+      return proc.exited
+    },
+  }
+}

@@ -17,6 +17,10 @@ export async function main(opts: { jobModules?: string[] } = {}): Promise<void> 
     throw err
   }
   const server = await startServer(config, { jobModules: opts.jobModules })
+  server.ready.catch((err) => {
+    server.serverApp.log.fatal({ err }, 'boot failed')
+    process.exit(1)
+  })
   let signals = 0
   for (const sig of ['SIGINT', 'SIGTERM'] as const) {
     process.on(sig, () => {

@@ -21,8 +21,12 @@ export const TEST_ENV = {
   DEPLOY_MULTICALL3_ON_BOOT: 'false',
 }
 
-/** Starts the real server (tests/fixtures/server.ts) as a child process and waits until it listens. */
-export async function startServerProcess(env: Record<string, string>, opts: { timeoutMs?: number } = {}): Promise<ServerProcess> {
+/** Starts the real server (tests/fixtures/server.ts) as a child process and waits until it is ready (or only listening). */
+export async function startServerProcess(
+  env: Record<string, string>,
+  opts: { timeoutMs?: number; waitFor?: 'server ready' | 'server listening' } = {},
+): Promise<ServerProcess> {
+  const waitFor = opts.waitFor ?? 'server ready'
   const proc = Bun.spawn([process.execPath, FIXTURE], {
     env: { ...process.env, ...TEST_ENV, ...env },
     stdout: 'pipe',
@@ -47,7 +51,7 @@ export async function startServerProcess(env: Record<string, string>, opts: { ti
         try {
           const rec = JSON.parse(line)
           logs.push(rec)
-          if (rec.msg === 'server listening' && !url) {
+          if (rec.msg === waitFor && !url) {
             url = rec.url
             resolveUrl(rec.url)
           }

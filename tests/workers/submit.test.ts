@@ -1,0 +1,141 @@
+import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'bun:test'
+import type postgres from 'postgres'
+import type { ServerApp } from '../../src/server/serverApp'
+import { JobInputError } from '../../src/server/workers/queue/submit'
+import { createTestDatabase, type TestDatabase } from '../helpers/db'
+import { sqlClient, testServerApp } from '../helpers/engine'
+
+let db: TestDatabase
+let app: ServerApp
+let sql: postgres.Sql
+
+beforeAll(async () => {
+  db = await createTestDatabase('submit')
+  app = await testServerApp(db.url)
+  sql = sqlClient(db.url)
+})
+afterAll(async () => {
+  await app.dbHandle.close()
+  await sql.end()
+  await db.drop()
+})
+beforeEach(async () => {
+  await sql`TRUNCATE worker_jobs`
+})
+
+const count = async () => (await sql`SELECT count(*)::int AS n FROM worker_jobs`)[0]!.n as number
+
+async function rejects(input: unknown, field: string) {
+  let err: unknown
+  try {
+    await app.workerManager.submitJob(input as never)
+  } catch (e) {
+    err = e
+  }
+  expect(err).toBeInstanceOf(JobInputError)
+  expect((err as JobInputError).field).toBe(field)
+  expect((err as Error).message).toContain(field)
+}
+
+describe('submitJob', () => {
+  test("the seed's own call works exactly as written", async () => {
+    const job = await app.workerManager.submitJob({
+      type: 'deployMulticall3',
+      userId: 1,
+      data: { forceRedeploy: false },
+      due: new Date(),
+      persistent: false,
+      autoRescheduleOnFailure: true,
+    })
+    expect(job.id).toBeGreaterThan(0)
+    expect(job.type).toBe('deployMulticall3')
+    expect(job.userId).toBe(1)
+    expect(job.data).toEqual({ forceRedeploy: false })
+    expect(job.autoRescheduleOnFailure).toBe(true)
+    expect(job.removeDelay).toBe(7 * 24 * 3600)
+    expect(job.attempt).toBe(1)
+    expect(job.started).toBeNull()
+    expect(await count()).toBe(1)
+  })
+
+  test.each([
+    [{ type: 'noSuchType', userId: 1 }, 'type'],
+    [{ type: 'deployMulticall3', userId: 1, data: { forceRedeploy: 'yes' } }, 'data.forceRedeploy'],
+    [{ type: 'deployMulticall3', userId: 1, data: { surprise: 1 } }, 'data'],
+    [{ type: 'noop', userId: 1, cronSchedule: 'every day' }, 'cronSchedule'],
+    [{ type: 'noop', userId: 1, cronSchedule: '* * *' }, 'cronSchedule'],
+    [{ type: 'noop', userId: 1, removeDelay: -1 }, 'removeDelay'],
+    [{ type: 'noop', userId: 1, autoRescheduleOnFailureDelay: -5 }, 'autoRescheduleOnFailureDelay'],
+    [{ type: 'noop', userId: -1 }, 'userId'],
+    [{ type: 'noop', userId: 1, due: 'not a date' }, 'due'],
+    [{ type: 'noop', userId: 1, maxAttempts: 0 }, 'maxAttempts'],
+    [{ type: 'noop', userId: 1, bogus: true }, 'input'],
+    [{ type: 'sleep', userId: 1, data: {} }, 'data.ms'],
+  ])('rejects %p naming %s, and writes nothing', async (input, field) => {
+    await rejects(input, field)
+    expect(await count()).toBe(0)
+  })
+
+  test('submitJobs validates everything before writing anything', async () => {
+    let err: unknown
+    try {
+      await app.workerManager.submitJobs([{ type: 'noop' }, { type: 'noop' }, { type: 'sleep', data: { ms: -1 } }])
+    } catch (e) {
+      err = e
+    }
+    expect((err as JobInputError).field).toBe('jobs[2].data.ms')
+    expect(await count()).toBe(0)
+  })
+
+  test("a rolled-back caller's transaction leaves no job behind; a committed one keeps it", async () => {
+    await expect(
+      app.db.transaction(async (tx) => {
+        await app.workerManager.submitJob({ type: 'noop' }, { tx })
+        await app.workerManager.submitJobs([{ type: 'noop' }, { type: 'noop', tag: 'x' }], { tx })
+        throw new Error('resolver failed')
+      }),
+    ).rejects.toThrow('resolver failed')
+    expect(await count()).toBe(0)
+    await app.db.transaction(async (tx) => {
+      await app.workerManager.submitJob({ type: 'noop', tag: 'y' }, { tx })
+    })
+    expect(await count()).toBe(1)
+  })
+
+  test('a tag replaces its pending job, naming the replacement', async () => {
+    const first = await app.workerManager.submitJob({ type: 'noop', tag: 'daily-report', due: new Date(Date.now() + 60_000) })
+    const second = await app.workerManager.submitJob({ type: 'noop', tag: 'daily-report', due: new Date(Date.now() + 60_000) })
+    const rows = await sql`SELECT id, finished, success, result FROM worker_jobs ORDER BY id`
+    expect(rows).toHaveLength(2)
+    expect(rows[0]!.id).toBe(String(first.id))
+    expect(rows[0]!.finished).not.toBeNull()
+    expect(rows[0]!.success).toBe(false)
+    expect(rows[0]!.result).toEqual({ error: `cancelled: replaced by job ${second.id}` })
+    expect(rows[1]!.finished).toBeNull()
+    const [pending] = await sql`SELECT count(*)::int AS n FROM worker_jobs WHERE tag = 'daily-report' AND started IS NULL AND finished IS NULL`
+    expect(pending!.n).toBe(1)
+  })
+
+  test('concurrent submits of one tag leave exactly one pending row', async () => {
+    await Promise.all(Array.from({ length: 10 }, () => app.workerManager.submitJob({ type: 'noop', tag: 'race' })))
+    const [pending] = await sql`SELECT count(*)::int AS n FROM worker_jobs WHERE tag = 'race' AND started IS NULL AND finished IS NULL`
+    expect(pending!.n).toBe(1)
+    expect(await count()).toBe(10)
+  })
+
+  test('a cron job without due first runs at its next cron time', async () => {
+    const before = Date.now()
+    const job = await app.workerManager.submitJob({ type: 'noop', cronSchedule: '0 0 1 1 *' })
+    expect(job.cronSchedule).toBe('0 0 1 1 *')
+    expect(job.due.getTime()).toBeGreaterThan(before)
+    expect(job.due.getUTCMonth()).toBe(0)
+    expect(job.due.getUTCDate()).toBe(1)
+  })
+
+  test('submitJobs inserts many rows and returns them in order', async () => {
+    const rows = await app.workerManager.submitJobs(Array.from({ length: 25_000 }, (_, i) => ({ type: 'noop', userId: i % 5, data: { i } })))
+    expect(rows).toHaveLength(25_000)
+    expect((rows[24_999]!.data as { i: number }).i).toBe(24_999)
+    expect(await count()).toBe(25_000)
+  })
+})

@@ -1,0 +1,109 @@
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import type postgres from 'postgres'
+import type { RunningServer } from '../../src/server/boot'
+import { createTestDatabase, type TestDatabase } from '../helpers/db'
+import { sqlClient, startTestServer } from '../helpers/engine'
+import { waitFor } from '../helpers/wait'
+
+/** Crash rules with real processes: a SIGKILLed child, and a lease left behind by a dead server. */
+let db: TestDatabase
+let server: RunningServer
+let sql: postgres.Sql
+
+beforeAll(async () => {
+  db = await createTestDatabase('crash')
+  sql = sqlClient(db.url)
+  server = await startTestServer(db.url, { WORKER_COUNT: '2', WORKER_LEASE_MS: '2000', WORKER_POLL_INTERVAL_MS: '60000' })
+})
+afterAll(async () => {
+  await server?.stop()
+  await sql.end()
+  await db.drop()
+})
+
+const health = async () => {
+  const res = await fetch(`${server.url}/health`)
+  return { code: res.status, body: (await res.json()) as any }
+}
+
+describe('a SIGKILLed child', () => {
+  test('its job is failed at once and retried, the child comes back, /health shows one restart', async () => {
+    const job = await server.workerManager.submitJob({
+      type: 'sleep',
+      data: { ms: 60_000 },
+      autoRescheduleOnFailure: true,
+      autoRescheduleOnFailureDelay: 3600,
+    })
+    const running = await waitFor(async () => (await sql`SELECT * FROM worker_jobs WHERE id = ${job.id} AND started IS NOT NULL`)[0], {
+      what: 'the job to start',
+    })
+    const before = await health()
+    const victim = before.body.workers.find((w: any) => w.id === running.locked_by)
+    expect(victim).toBeDefined()
+    expect(victim.runningJobs).toBe(1)
+    const killedAt = Date.now()
+    process.kill(victim.pid, 'SIGKILL')
+
+    const failed = await waitFor(async () => (await sql`SELECT * FROM worker_jobs WHERE id = ${job.id} AND finished IS NOT NULL`)[0], {
+      timeoutMs: 5000,
+      what: 'the job to be failed',
+    })
+    expect(new Date(failed.finished).getTime() - killedAt).toBeLessThan(1000)
+    expect(failed.success).toBe(false)
+    expect(failed.result).toEqual({ error: 'worker process exited' })
+    const [retry] = await sql`SELECT * FROM worker_jobs WHERE rescheduled_from_job = ${job.id}`
+    expect(retry).toBeDefined()
+    expect(retry!.attempt).toBe(2)
+    expect(retry!.started).toBeNull()
+
+    const after = await waitFor(
+      async () => {
+        const h = await health()
+        const slot = h.body.workers.find((w: any) => w.restarts === 1)
+        return h.code === 200 && slot?.alive ? h : null
+      },
+      { timeoutMs: 10_000, what: 'the child to come back' },
+    )
+    expect(after.body.status).toBe('ok')
+    expect(after.body.workers).toHaveLength(2)
+    expect(after.body.workers.every((w: any) => w.alive)).toBe(true)
+    expect(after.body.workers.map((w: any) => w.restarts).sort()).toEqual([0, 1])
+    const reborn = after.body.workers.find((w: any) => w.restarts === 1)
+    expect(reborn.pid).not.toBe(victim.pid)
+    expect(reborn.id).not.toBe(victim.id)
+  }, 30_000)
+})
+
+describe('lease rescue', () => {
+  test('a running row whose lease expired (its server died) is failed and retried by a live server', async () => {
+    // What a dead server leaves behind: a started row held by a worker that no longer exists.
+    const [orphan] = await sql`INSERT INTO worker_jobs (type, user_id, due, started, locked_by, lease_expires_at,
+        auto_reschedule_on_failure, persistent)
+      VALUES ('noop', 0, now() - interval '1 minute', now() - interval '1 minute', 'dead-host/1/w0/x', now() - interval '1 second', true, true)
+      RETURNING id`
+    const id = Number(orphan!.id)
+    const rescued = await waitFor(async () => (await sql`SELECT * FROM worker_jobs WHERE id = ${id} AND finished IS NOT NULL`)[0], {
+      timeoutMs: 5000,
+      what: 'the rescue',
+    })
+    expect(rescued.success).toBe(false)
+    expect(rescued.result.error).toContain('lease expired')
+    const retry = await waitFor(async () => (await sql`SELECT * FROM worker_jobs WHERE rescheduled_from_job = ${id} AND finished IS NOT NULL`)[0], {
+      what: 'the retry to run',
+    })
+    expect(retry.success).toBe(true)
+    expect(retry.persistent).toBe(true)
+    expect(retry.attempt).toBe(2)
+  })
+
+  test('a live job keeps its lease through heartbeats and is not rescued', async () => {
+    // Lease is 2 s; the job runs for 5 s, so only heartbeats keep it alive.
+    const job = await server.workerManager.submitJob({ type: 'sleep', data: { ms: 5000 } })
+    const done = await waitFor(async () => (await sql`SELECT * FROM worker_jobs WHERE id = ${job.id} AND finished IS NOT NULL`)[0], {
+      timeoutMs: 15_000,
+      what: 'the long job',
+    })
+    expect(done.success).toBe(true)
+    expect(done.result).toEqual({ slept: 5000 })
+  }, 20_000)
+})

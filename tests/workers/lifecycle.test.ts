@@ -1,0 +1,136 @@
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import type postgres from 'postgres'
+import { createTestDatabase, type TestDatabase } from '../helpers/db'
+import { sqlClient, startTestServer } from '../helpers/engine'
+import { startServerProcess } from '../helpers/server'
+import { waitFor } from '../helpers/wait'
+
+let db: TestDatabase
+let sql: postgres.Sql
+
+beforeAll(async () => {
+  db = await createTestDatabase('lifecycle')
+  sql = sqlClient(db.url)
+})
+afterAll(async () => {
+  await sql.end()
+  await db.drop()
+})
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}
+
+describe('cron seeding', () => {
+  test('two servers booting at once leave exactly one pending row per cron tag; a reboot keeps it', async () => {
+    await sql`TRUNCATE worker_jobs`
+    const env = { WORKER_COUNT: '0', CRON_WATCH_CHAIN: '*/30 * * * * *', CRON_REMOVE_OLD_WORKER_JOBS: '0 2 * * *' }
+    const servers = await Promise.all([startTestServer(db.url, env), startTestServer(db.url, env), startTestServer(db.url, env)])
+    await Promise.all(servers.map((s) => s.stop()))
+    const rows = await sql`SELECT tag, cron_schedule, count(*)::int AS n FROM worker_jobs
+      WHERE started IS NULL AND finished IS NULL GROUP BY tag, cron_schedule ORDER BY tag`
+    expect(rows.map((r) => [r.tag, r.cron_schedule, r.n])).toEqual([
+      ['removeOldWorkerJobs', '0 2 * * *', 1],
+      ['watchChain', '*/30 * * * * *', 1],
+    ])
+    const [total] = await sql`SELECT count(*)::int AS n FROM worker_jobs`
+    expect(total!.n).toBe(2)
+    // A reboot with a changed schedule moves the pending row instead of adding one.
+    const again = await startTestServer(db.url, { ...env, CRON_REMOVE_OLD_WORKER_JOBS: '30 3 * * *' })
+    await again.stop()
+    const after = await sql`SELECT tag, cron_schedule FROM worker_jobs ORDER BY tag`
+    expect(after.map((r) => [r.tag, r.cron_schedule])).toEqual([
+      ['removeOldWorkerJobs', '30 3 * * *'],
+      ['watchChain', '*/30 * * * * *'],
+    ])
+  }, 30_000)
+
+  test('deployMulticall3 is submitted once per boot, deduplicated by its tag', async () => {
+    await sql`TRUNCATE worker_jobs`
+    const env = { WORKER_COUNT: '0', DEPLOY_MULTICALL3_ON_BOOT: 'true', CRON_REMOVE_OLD_WORKER_JOBS: 'off' }
+    for (let i = 0; i < 2; i++) await (await startTestServer(db.url, env)).stop()
+    const rows = await sql`SELECT type, tag, finished, result FROM worker_jobs ORDER BY id`
+    expect(rows.map((r) => r.type)).toEqual(['deployMulticall3', 'deployMulticall3'])
+    expect(rows[0]!.finished).not.toBeNull()
+    expect(rows[0]!.result.error).toMatch(/^cancelled: replaced by job \d+$/)
+    expect(rows[1]!.finished).toBeNull()
+  }, 20_000)
+})
+
+describe('removeOldWorkerJobs', () => {
+  test('deletes finished, non-persistent rows past remove_at, and nothing else', async () => {
+    await sql`TRUNCATE worker_jobs`
+    await sql`INSERT INTO worker_jobs (type, user_id, due, started, finished, success, remove_at, persistent, tag) VALUES
+      ('noop', 0, now(), now(), now(), true,  now() - interval '1 second', false, 'expired-1'),
+      ('noop', 0, now(), now(), now(), false, now() - interval '1 day',    false, 'expired-2'),
+      ('noop', 0, now(), now(), now(), true,  now() - interval '1 day',    true,  'persistent'),
+      ('noop', 0, now(), now(), now(), true,  now() + interval '1 hour',   false, 'not-yet'),
+      ('noop', 0, now() + interval '1 hour', NULL, NULL, NULL, NULL, false, 'pending'),
+      ('noop', 0, now(), now(), NULL, NULL, now() - interval '1 day', false, 'running')`
+    // Many more expired rows than one batch, to exercise the batching.
+    await sql`INSERT INTO worker_jobs (type, user_id, due, started, finished, success, remove_at)
+      SELECT 'noop', 0, now(), now(), now(), true, now() - interval '1 minute' FROM generate_series(1, 2500)`
+    const server = await startTestServer(db.url, { WORKER_COUNT: '1', CRON_REMOVE_OLD_WORKER_JOBS: 'off' })
+    try {
+      const job = await server.workerManager.submitJob({ type: 'removeOldWorkerJobs', data: { batchSize: 1000 } })
+      const done = await waitFor(async () => (await sql`SELECT * FROM worker_jobs WHERE id = ${job.id} AND finished IS NOT NULL`)[0], {
+        what: 'cleanup',
+      })
+      expect(done.success).toBe(true)
+      expect(done.result).toEqual({ deletedCount: 2502 })
+    } finally {
+      await server.stop()
+    }
+    const left = await sql`SELECT tag FROM worker_jobs WHERE type = 'noop' ORDER BY tag`
+    expect(left.map((r) => r.tag)).toEqual(['not-yet', 'pending', 'persistent', 'running'])
+  }, 20_000)
+})
+
+describe('shutdown', () => {
+  test('SIGTERM lets a running job finish, then every process exits', async () => {
+    await sql`TRUNCATE worker_jobs`
+    const server = await startServerProcess({ DATABASE_URL: db.url, WORKER_COUNT: '2', CRON_REMOVE_OLD_WORKER_JOBS: 'off' })
+    const health = (await (await fetch(`${server.url}/health`)).json()) as any
+    const pids: number[] = health.workers.map((w: any) => w.pid)
+    expect(pids).toHaveLength(2)
+    const [job] = await sql`INSERT INTO worker_jobs (type, user_id, due, data) VALUES ('sleep', 0, now(), '{"ms": 1500}') RETURNING id`
+    await waitFor(async () => (await sql`SELECT 1 FROM worker_jobs WHERE id = ${job!.id} AND started IS NOT NULL`)[0], { what: 'start' })
+    expect(await server.stop('SIGTERM')).toBe(0)
+    const [done] = await sql`SELECT * FROM worker_jobs WHERE id = ${job!.id}`
+    expect(done!.success).toBe(true)
+    expect(done!.result).toEqual({ slept: 1500 })
+    await waitFor(() => pids.every((p) => !alive(p)), { timeoutMs: 3000, what: 'children to exit' })
+  }, 20_000)
+
+  test('a job that outlives the shutdown deadline is killed and failed, and nothing is left running', async () => {
+    await sql`TRUNCATE worker_jobs`
+    const server = await startServerProcess({
+      DATABASE_URL: db.url,
+      WORKER_COUNT: '1',
+      WORKER_SHUTDOWN_TIMEOUT_MS: '500',
+      CRON_REMOVE_OLD_WORKER_JOBS: 'off',
+    })
+    const health = (await (await fetch(`${server.url}/health`)).json()) as any
+    const [job] = await sql`INSERT INTO worker_jobs (type, user_id, due, data) VALUES ('sleep', 0, now(), '{"ms": 60000}') RETURNING id`
+    await waitFor(async () => (await sql`SELECT 1 FROM worker_jobs WHERE id = ${job!.id} AND started IS NOT NULL`)[0], { what: 'start' })
+    expect(await server.stop('SIGTERM')).toBe(0)
+    const [done] = await sql`SELECT * FROM worker_jobs WHERE id = ${job!.id}`
+    expect(done!.finished).not.toBeNull()
+    expect(done!.success).toBe(false)
+    expect(alive(health.workers[0].pid)).toBe(false)
+  }, 20_000)
+
+  test('a child exits on its own when its parent dies (no orphans)', async () => {
+    const server = await startServerProcess({ DATABASE_URL: db.url, WORKER_COUNT: '2', CRON_REMOVE_OLD_WORKER_JOBS: 'off' })
+    const health = (await (await fetch(`${server.url}/health`)).json()) as any
+    const pids: number[] = health.workers.map((w: any) => w.pid)
+    expect(pids.every(alive)).toBe(true)
+    await server.stop('SIGKILL')
+    await waitFor(() => pids.every((p) => !alive(p)), { timeoutMs: 5000, what: 'orphaned children to exit' })
+  }, 20_000)
+})

@@ -1,0 +1,141 @@
+import { sql } from 'drizzle-orm'
+import { Counter, Gauge, Registry } from 'prom-client'
+import type { Database } from '../db/client'
+import { workerJobs } from '../db/schema'
+import { STATUS_WHERE } from '../graphql/jobStatus'
+import type { ServerApp } from '../serverApp'
+import type { WorkerManager } from '../workers/manager'
+
+/**
+ * GET /metrics: Prometheus text. Job gauges are computed at scrape time from the table (the truth, shared
+ * by every instance), in one grouped query; worker gauges come from this server's WorkerManager.
+ * Each server gets its own Registry, so several servers in one process (tests) never clash.
+ * Like /health, the endpoint is unauthenticated (authentication is out of scope for now).
+ */
+
+const STATES = ['pending', 'running', 'succeeded', 'failed'] as const
+type State = (typeof STATES)[number]
+
+export interface JobSnapshotRow extends Record<State, number> {
+  type: string
+  /** Pending jobs whose due time has passed: waiting for a worker. */
+  due: number
+  /** Age of the oldest due pending job in seconds, by the database's clock; null when there is none. */
+  oldestDueAgeSeconds: number | null
+}
+
+const QUERY_TIMEOUT_MS = 2000
+
+/** One round trip; counts per type and state. Pending/running/due rows are few; finished ones are scanned. */
+export function queryJobSnapshot(db: Database): Promise<JobSnapshotRow[]> {
+  const t = workerJobs
+  const isDue = sql`${STATUS_WHERE.PENDING} AND ${t.due} <= now()`
+  const count = (cond: ReturnType<typeof sql>) => sql<number>`(count(*) FILTER (WHERE ${cond}))::int`
+  return db
+    .select({
+      type: t.type,
+      pending: count(STATUS_WHERE.PENDING),
+      running: count(STATUS_WHERE.RUNNING),
+      succeeded: count(STATUS_WHERE.SUCCEEDED),
+      failed: count(STATUS_WHERE.FAILED),
+      due: count(isDue),
+      oldestDueAgeSeconds: sql<number | null>`extract(epoch FROM now() - min(${t.due}) FILTER (WHERE ${isDue}))::float8`,
+    })
+    .from(t)
+    .groupBy(t.type)
+}
+
+export interface Metrics {
+  contentType: string
+  render(): Promise<string>
+}
+
+export function createMetrics(serverApp: ServerApp, manager: WorkerManager | null): Metrics {
+  const registry = new Registry()
+  const registers = [registry]
+  const jobs = new Gauge({ name: 'worker_jobs', help: 'Jobs in worker_jobs by state', labelNames: ['state'], registers })
+  const jobsByType = new Gauge({ name: 'worker_jobs_by_type', help: 'Jobs in worker_jobs by type and state', labelNames: ['type', 'state'], registers })
+  const queueDepth = new Gauge({ name: 'worker_queue_depth', help: 'Pending jobs whose due time has passed', registers })
+  const oldestDue = new Gauge({ name: 'worker_queue_oldest_due_age_seconds', help: 'Age of the oldest due pending job (0 when none)', registers })
+  const dbUp = new Gauge({ name: 'worker_jobs_query_up', help: '1 when this scrape could read the job table, else 0', registers })
+
+  if (manager) {
+    new Gauge({
+      name: 'worker_processes_alive',
+      help: 'Child worker processes alive on this server',
+      registers,
+      collect() {
+        this.set(manager.aliveCount)
+      },
+    })
+    new Gauge({
+      name: 'worker_processes_configured',
+      help: 'Child worker processes this server is configured to run (WORKER_COUNT)',
+      registers,
+      collect() {
+        this.set(manager.configuredCount)
+      },
+    })
+    new Counter({
+      name: 'worker_process_restarts_total',
+      help: 'Child worker process restarts since this server started',
+      registers,
+      collect() {
+        // The manager keeps the count; the counter only mirrors it.
+        this.reset()
+        this.inc(manager.statusWithoutCounts().reduce((n, w) => n + w.restarts, 0))
+      },
+    })
+  }
+
+  async function refreshJobGauges(): Promise<void> {
+    jobs.reset()
+    jobsByType.reset()
+    let rows: JobSnapshotRow[]
+    try {
+      rows = await Promise.race([
+        queryJobSnapshot(serverApp.db),
+        new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no answer within ${QUERY_TIMEOUT_MS} ms`)), QUERY_TIMEOUT_MS)),
+      ])
+    } catch (err) {
+      // Still answer with the worker gauges; the job gauges are left out rather than stale.
+      serverApp.log.warn({ err }, 'metrics: could not read worker_jobs')
+      dbUp.set(0)
+      queueDepth.reset()
+      oldestDue.reset()
+      return
+    }
+    dbUp.set(1)
+    const totals: Record<State, number> = { pending: 0, running: 0, succeeded: 0, failed: 0 }
+    let due = 0
+    let oldest = 0
+    for (const row of rows) {
+      for (const state of STATES) {
+        totals[state] += row[state]
+        jobsByType.set({ type: row.type, state }, row[state])
+      }
+      due += row.due
+      oldest = Math.max(oldest, row.oldestDueAgeSeconds ?? 0)
+    }
+    for (const state of STATES) jobs.set({ state }, totals[state])
+    queueDepth.set(due)
+    oldestDue.set(oldest)
+  }
+
+  // Concurrent scrapes share one query (and cannot interleave their resets and sets).
+  let inflight: Promise<string> | null = null
+  return {
+    contentType: registry.contentType,
+    render() {
+      inflight ??= (async () => {
+        try {
+          await refreshJobGauges()
+          return await registry.metrics()
+        } finally {
+          inflight = null
+        }
+      })()
+      return inflight
+    },
+  }
+}

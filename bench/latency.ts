@@ -1,0 +1,46 @@
+import type { BenchConfig } from './config'
+import { sleep } from './db'
+import { type ProbeData, openProbeReceiver } from './probe'
+import { progressLine } from './progress'
+import { type LatencySummary, nowMs, round, summarize } from './stats'
+
+export interface LatencyResult extends LatencySummary {
+  /** Samples whose handler never reported within the timeout. */
+  lost: number
+}
+
+/**
+ * Sequential pickup latency on an idle queue: take the clock, submit one probe job, wait until its
+ * handler reports that it started, pause briefly so the queue is idle again, repeat.
+ * A few unmeasured warm-up samples come first (connections, JIT).
+ */
+export async function measureLatency(
+  label: string,
+  cfg: BenchConfig,
+  submit: (data: ProbeData) => Promise<void>,
+  timeoutMs = 5000,
+): Promise<LatencyResult> {
+  const receiver = await openProbeReceiver()
+  const line = progressLine()
+  const samples: number[] = []
+  let lost = 0
+  const warmup = 10
+  try {
+    for (let seq = 0; seq < cfg.latencySamples + warmup; seq++) {
+      const t = nowMs()
+      await submit({ seq, t, port: receiver.port })
+      const r = await receiver.next(seq, timeoutMs)
+      if (seq >= warmup) {
+        if (r) samples.push(r.startedAt - r.t)
+        else lost++
+      }
+      if (seq % 20 === 0) line.update(`${label}: ${Math.max(0, seq - warmup)}/${cfg.latencySamples} samples`)
+      await sleep(cfg.latencyGapMs)
+    }
+  } finally {
+    receiver.close()
+  }
+  const s = summarize(samples)
+  line.done(`${label}: p50 ${s.p50} ms, p95 ${s.p95} ms, p99 ${s.p99} ms${lost ? `, ${lost} lost` : ''}`)
+  return { ...s, lost, mean: round(s.mean, 3) }
+}

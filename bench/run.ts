@@ -1,0 +1,83 @@
+/**
+ * `npm run bench` (full) or `npm run bench -- --quick` (CI: keeps the harness working, never judged on speed).
+ * Runs every scenario against our engine, graphile-worker, pg-boss and raw Postgres on the same server,
+ * one system at a time, then prints a markdown table and the same data as JSON (also written to
+ * bench/results/latest.json). Progress goes to stderr.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { loadavg } from 'node:os'
+import { loadBenchConfig } from './config'
+import { machineInfo } from './machine'
+import { oursBulkSubmit, oursIdleCost, oursLatency, oursThroughput, prepareOursDb, resetOursTable, startOurs } from './ours'
+import { GRAPHILE_BEST, GRAPHILE_DEFAULT, graphileBulkSubmit, graphileLatency, graphileThroughput, prepareGraphileDb } from './peers/graphile'
+import { PGBOSS_BEST, PGBOSS_DEFAULT, pgbossBulkSubmit, pgbossThroughput, preparePgBossDb } from './peers/pgboss'
+import { measureRaw } from './raw'
+import { summarizeResults } from './summary'
+import { step } from './progress'
+
+const cfg = loadBenchConfig(process.argv.slice(2))
+const startedAt = new Date()
+const t0 = performance.now()
+const machine = await machineInfo()
+const command = `npm run bench${cfg.quick ? ' -- --quick' : ''}`
+step(`benchmark (${cfg.quick ? 'quick' : 'full'}): ${cfg.jobs.toLocaleString()} jobs per throughput run, ${cfg.latencySamples} latency samples`)
+step(`machine: ${machine.cores} cores, Postgres ${machine.postgres}, Bun ${machine.bun}, load average ${machine.loadAvgAtStart}`)
+if (machine.loadAvgAtStart > 0.5) step('WARNING: the machine is already busy; other work distorts the figures')
+
+step('1/4 raw Postgres limit (pgbench)')
+const raw = await measureRaw(cfg)
+
+step('2/4 ours')
+const oursUrl = await prepareOursDb()
+const oursBulk = await oursBulkSubmit(cfg, oursUrl)
+await resetOursTable(oursUrl)
+let server = await startOurs(oursUrl)
+const oursEmpty = await oursThroughput(cfg, oursUrl, server, 'ours: throughput, empty table')
+const oursIdle = await oursIdleCost(cfg, server)
+const oursLat = await oursLatency(cfg, oursUrl)
+await server.stop()
+step(`  ours: preloading ${cfg.preFinishedRows.toLocaleString()} finished rows`)
+await resetOursTable(oursUrl, cfg.preFinishedRows)
+server = await startOurs(oursUrl)
+const oursScale = await oursThroughput(cfg, oursUrl, server, `ours: throughput, ${cfg.preFinishedRows.toLocaleString()} finished rows`)
+await server.stop()
+
+step('3/4 graphile-worker')
+const gUrl = await prepareGraphileDb()
+const gBulk = await graphileBulkSubmit(cfg, gUrl)
+const gDefault = await graphileThroughput(cfg, gUrl, GRAPHILE_DEFAULT, 'graphile-worker default: throughput')
+const gBest = await graphileThroughput(cfg, gUrl, GRAPHILE_BEST, 'graphile-worker best: throughput')
+const gLatDefault = await graphileLatency(cfg, gUrl, GRAPHILE_DEFAULT, 'graphile-worker default: pickup latency', cfg.idleWindowMs)
+const gLatBest = await graphileLatency(cfg, gUrl, GRAPHILE_BEST, 'graphile-worker best: pickup latency')
+
+step('4/4 pg-boss')
+const bUrl = await preparePgBossDb()
+const bBulk = await pgbossBulkSubmit(cfg, bUrl)
+const bDefault = await pgbossThroughput(cfg, bUrl, PGBOSS_DEFAULT, 'pg-boss default: throughput', cfg.slowDefaultCapMs)
+const bBest = await pgbossThroughput(cfg, bUrl, PGBOSS_BEST, 'pg-boss best: throughput')
+
+const results = summarizeResults({
+  cfg,
+  command,
+  startedAt: startedAt.toISOString(),
+  durationSeconds: Math.round((performance.now() - t0) / 100) / 10,
+  machine: { ...machine, loadAvgAtEnd: Math.round((loadavg()[0] ?? 0) * 100) / 100 },
+  raw,
+  ours: { bulk: oursBulk, empty: oursEmpty, scale: oursScale, idle: oursIdle, latency: oursLat },
+  graphile: { bulk: gBulk, default: gDefault, best: gBest, latencyDefault: gLatDefault, latencyBest: gLatBest.latency },
+  pgboss: { bulk: bBulk, default: bDefault, best: bBest },
+})
+
+mkdirSync(new URL('./results/', import.meta.url), { recursive: true })
+writeFileSync(new URL('./results/latest.json', import.meta.url), `${JSON.stringify(results.json, null, 2)}\n`)
+writeFileSync(new URL('./results/latest.md', import.meta.url), `${results.markdown}\n`)
+step(`done in ${results.json.durationSeconds} s; wrote bench/results/latest.json and latest.md`)
+console.log(results.markdown)
+console.log()
+console.log(JSON.stringify(results.json, null, 2))
+const incomplete = results.json.incomplete as string[]
+if (incomplete.length > 0) {
+  step(`incomplete: ${incomplete.join('; ')}`)
+  process.exit(1)
+}
+process.exit(0)

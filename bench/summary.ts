@@ -1,0 +1,106 @@
+import type { BenchConfig } from './config'
+import type { IdleLoad } from './idle'
+import type { LatencyResult } from './latency'
+import type { MachineInfo } from './machine'
+import type { IdleCost } from './ours'
+import type { RawResult } from './raw'
+import { markdownTable, type Row, row, type Target, targetsTable } from './report'
+import { round } from './stats'
+import type { ThroughputResult } from './throughput'
+
+type Bulk = { jobs: number; seconds: number; jobsPerSec: number }
+
+export interface RunData {
+  cfg: BenchConfig
+  command: string
+  startedAt: string
+  durationSeconds: number
+  machine: MachineInfo & { loadAvgAtEnd: number }
+  raw: RawResult
+  ours: { bulk: Bulk; empty: ThroughputResult & { verified: boolean }; scale: ThroughputResult & { verified: boolean }; idle: IdleCost; latency: LatencyResult }
+  graphile: {
+    bulk: Bulk
+    default: ThroughputResult
+    best: ThroughputResult
+    latencyDefault: { latency: LatencyResult; idle?: IdleLoad; idleRssMb?: number }
+    latencyBest: LatencyResult
+  }
+  pgboss: { bulk: Bulk; default: ThroughputResult; best: ThroughputResult }
+}
+
+const maxOf = (m: Record<string, number>) => Math.max(...Object.values(m))
+const capNote = (t: ThroughputResult) => (t.capped ? `capped after ${t.seconds} s, ${t.finished.toLocaleString()} jobs done` : undefined)
+
+/** The comparison rows, the targets from the issue, and everything as one JSON document. */
+export function summarizeResults(d: RunData): { json: Record<string, any>; markdown: string } {
+  const o = d.ours
+  const g = d.graphile
+  const gl = g.latencyDefault.latency
+  const oursBusyRss = maxOf(o.empty.busyRssMb)
+  const oursIdleRss = maxOf(o.idle.idleRssMb)
+  const tp = (peer: string, t: ThroughputResult): Row =>
+    row({ scenario: 'Throughput, 100k-style no-op drain', unit: 'jobs/s', better: 'higher', ours: o.empty.jobsPerSec, peer, peerValue: t.jobsPerSec, note: capNote(t) })
+  const lat = (p: 'p50' | 'p95' | 'p99', peer: string, l: LatencyResult): Row =>
+    row({ scenario: `Pickup latency ${p}`, unit: 'ms', better: 'lower', ours: o.latency[p], peer, peerValue: l[p] })
+  const rows: Row[] = [
+    tp('graphile-worker, default', g.default),
+    tp('graphile-worker, best (concurrency 10, localQueue 500, completeJobBatchDelay 0)', g.best),
+    tp('pg-boss, default', d.pgboss.default),
+    tp('pg-boss, best (batchSize 100, burstWhenBatchFull, localConcurrency 4)', d.pgboss.best),
+    row({ scenario: 'Throughput vs the raw limit', unit: 'jobs/s', better: 'higher', ours: o.empty.jobsPerSec, peer: 'raw Postgres: pgbench, 2 clients, claim+finish batches of 250', peerValue: d.raw.rowsPerSec }),
+    row({ scenario: `Throughput with ${d.cfg.preFinishedRows.toLocaleString()} finished rows`, unit: 'jobs/s', better: 'higher', ours: o.scale.jobsPerSec, peer: 'ours, empty table', peerValue: o.empty.jobsPerSec }),
+    lat('p50', 'graphile-worker, default', gl),
+    lat('p95', 'graphile-worker, default', gl),
+    lat('p99', 'graphile-worker, default', gl),
+    lat('p50', 'graphile-worker, best', g.latencyBest),
+    lat('p99', 'graphile-worker, best', g.latencyBest),
+    row({ scenario: 'Bulk submit (submitJobs, 10k per call)', unit: 'jobs/s', better: 'higher', ours: o.bulk.jobsPerSec, peer: 'graphile-worker addJobs', peerValue: g.bulk.jobsPerSec }),
+    row({ scenario: 'Bulk submit (submitJobs, 10k per call)', unit: 'jobs/s', better: 'higher', ours: o.bulk.jobsPerSec, peer: 'pg-boss insert', peerValue: d.pgboss.bulk.jobsPerSec }),
+    row({ scenario: 'RSS while busy, largest child', unit: 'MB', better: 'lower', ours: oursBusyRss, peer: 'graphile-worker best, its process', peerValue: maxOf(g.best.busyRssMb) }),
+    row({ scenario: 'RSS while idle, largest child', unit: 'MB', better: 'lower', ours: oursIdleRss, peer: 'graphile-worker default, its process', peerValue: g.latencyDefault.idleRssMb ?? null }),
+    row({ scenario: 'Idle database load per child', unit: 'transactions/s', better: 'lower', ours: o.idle.perSecondPerChild, peer: 'graphile-worker default, its process', peerValue: g.latencyDefault.idle?.perSecond ?? null }),
+  ]
+  const bestPeerLat = { p50: Math.min(gl.p50, g.latencyBest.p50), p99: Math.min(gl.p99, g.latencyBest.p99) }
+  const x = (a: number, b: number) => `${round(a / b, 2)}x`
+  const targets: Target[] = [
+    { target: 'Throughput >= 2x graphile-worker best', actual: `${o.empty.jobsPerSec} vs ${g.best.jobsPerSec} jobs/s = ${x(o.empty.jobsPerSec, g.best.jobsPerSec)}`, met: o.empty.jobsPerSec >= 2 * g.best.jobsPerSec },
+    { target: 'Throughput >= 3x pg-boss best', actual: `${o.empty.jobsPerSec} vs ${d.pgboss.best.jobsPerSec} jobs/s = ${x(o.empty.jobsPerSec, d.pgboss.best.jobsPerSec)}`, met: o.empty.jobsPerSec >= 3 * d.pgboss.best.jobsPerSec },
+    { target: 'Throughput >= 0.5x the raw limit', actual: `${o.empty.jobsPerSec} vs ${d.raw.rowsPerSec} rows/s = ${x(o.empty.jobsPerSec, d.raw.rowsPerSec)}`, met: o.empty.jobsPerSec >= 0.5 * d.raw.rowsPerSec },
+    { target: 'Full row lifecycle on every row (started, finished, success, result, remove_at)', actual: o.empty.verified && o.scale.verified ? 'all rows' : 'missing on some rows', met: o.empty.verified && o.scale.verified },
+    { target: 'Pickup latency p50 <= 2 ms', actual: `${o.latency.p50} ms`, met: o.latency.p50 <= 2 },
+    { target: 'Pickup latency p99 <= 10 ms', actual: `${o.latency.p99} ms`, met: o.latency.p99 <= 10 },
+    { target: "Pickup latency below graphile-worker's (p50 and p99, its better config)", actual: `p50 ${o.latency.p50} vs ${bestPeerLat.p50} ms, p99 ${o.latency.p99} vs ${bestPeerLat.p99} ms`, met: o.latency.p50 < bestPeerLat.p50 && o.latency.p99 < bestPeerLat.p99 },
+    { target: 'Scale: with finished rows >= 0.9x the empty-table throughput', actual: `${o.scale.jobsPerSec} vs ${o.empty.jobsPerSec} jobs/s = ${x(o.scale.jobsPerSec, o.empty.jobsPerSec)}`, met: o.scale.jobsPerSec >= 0.9 * o.empty.jobsPerSec },
+    { target: 'Bulk submit >= 100,000 jobs/s', actual: `${o.bulk.jobsPerSec} jobs/s`, met: o.bulk.jobsPerSec >= 100_000 },
+    { target: 'Each child RSS <= 80 MB (busy and idle)', actual: `busy ${oursBusyRss} MB, idle ${oursIdleRss} MB`, met: oursBusyRss <= 80 && oursIdleRss <= 80 },
+    { target: 'Idle database load <= 1 query/s per child', actual: `${o.idle.perSecondPerChild} transactions/s per child (${o.idle.perSecond}/s total)`, met: o.idle.perSecondPerChild <= 1 },
+  ]
+  const incomplete: string[] = []
+  for (const [name, t] of [['ours empty', o.empty], ['ours scale', o.scale]] as const) if (!t.capped && !t.verified) incomplete.push(`${name}: rows without the full lifecycle`)
+  for (const [name, l] of [['ours', o.latency], ['graphile default', gl], ['graphile best', g.latencyBest]] as const) if (l.samples === 0) incomplete.push(`${name}: no latency sample arrived`)
+  const m = d.machine
+  const header = [
+    `## Results (${d.cfg.quick ? 'quick' : 'full'} run, ${d.startedAt})`,
+    '',
+    `Machine: ${m.cores} cores (${m.cpuModel}), ${m.memoryGb} GB, ${m.os}; PostgreSQL ${m.postgres}; Bun ${m.bun}. Load average ${m.loadAvgAtStart} at start, ${m.loadAvgAtEnd} at end.`,
+    `Command: \`${d.command}\` (${d.durationSeconds} s). Ours: default configuration, WORKER_COUNT=2. ${d.cfg.jobs.toLocaleString()} jobs per throughput run, ${d.cfg.latencySamples.toLocaleString()} latency samples, ${d.cfg.preFinishedRows.toLocaleString()} pre-finished rows, ${d.cfg.idleWindowMs / 1000} s idle window.`,
+    '',
+  ].join('\n')
+  const markdown = `${header}${markdownTable(rows)}\n\n### Targets\n\n${targetsTable(targets)}\n`
+  const json = {
+    mode: d.cfg.quick ? 'quick' : 'full',
+    command: d.command,
+    startedAt: d.startedAt,
+    durationSeconds: d.durationSeconds,
+    machine: m,
+    config: d.cfg,
+    raw: d.raw,
+    ours: d.ours,
+    graphileWorker: d.graphile,
+    pgBoss: d.pgboss,
+    rows,
+    targets,
+    incomplete,
+  }
+  return { json, markdown }
+}

@@ -1,0 +1,74 @@
+import { sleep } from './db'
+import { progressLine } from './progress'
+import { rssMb } from './proc'
+import { round } from './stats'
+
+export interface ThroughputResult {
+  jobs: number
+  /** Jobs finished when the run ended (all of them unless capped). */
+  finished: number
+  seconds: number
+  jobsPerSec: number
+  /** True when the run hit its time cap before draining; the rate is then finished / cap. */
+  capped: boolean
+  /** Highest RSS (MB) seen for each sampled pid while the run was busy. */
+  busyRssMb: Record<string, number>
+}
+
+/**
+ * One throughput run, the same protocol for every system: the workers are already up and idle; `insert`
+ * commits all jobs in one transaction; the clock starts when that commit returns and stops at the start of
+ * the first poll that finds no job left unfinished in the database.
+ */
+export async function measureThroughput(opts: {
+  label: string
+  jobs: number
+  insert: () => Promise<void>
+  /** Jobs not yet finished in the database; must be cheap (it is polled). */
+  remaining: () => Promise<number>
+  capMs: number
+  pollMs: number
+  pids?: readonly number[]
+}): Promise<ThroughputResult> {
+  const line = progressLine()
+  line.update(`${opts.label}: inserting ${opts.jobs.toLocaleString()} jobs`)
+  await opts.insert()
+  const t0 = performance.now()
+  const busyRssMb: Record<string, number> = {}
+  let left = opts.jobs
+  let end = 0
+  for (;;) {
+    await sleep(opts.pollMs)
+    for (const pid of opts.pids ?? []) {
+      const r = rssMb(pid)
+      if (r !== null) busyRssMb[pid] = Math.max(busyRssMb[pid] ?? 0, round(r, 1))
+    }
+    const polledAt = performance.now()
+    left = await opts.remaining()
+    const elapsed = (polledAt - t0) / 1000
+    const done = opts.jobs - left
+    line.update(`${opts.label}: ${done.toLocaleString()}/${opts.jobs.toLocaleString()} finished, ${elapsed.toFixed(1)} s, ${Math.round(done / Math.max(elapsed, 0.001)).toLocaleString()} jobs/s`)
+    if (left <= 0) {
+      end = polledAt
+      break
+    }
+    if (polledAt - t0 >= opts.capMs) {
+      end = polledAt
+      break
+    }
+  }
+  const seconds = (end - t0) / 1000
+  const finished = opts.jobs - Math.max(0, left)
+  const result: ThroughputResult = {
+    jobs: opts.jobs,
+    finished,
+    seconds: round(seconds, 3),
+    jobsPerSec: round(finished / seconds),
+    capped: left > 0,
+    busyRssMb,
+  }
+  line.done(
+    `${opts.label}: ${result.jobsPerSec.toLocaleString()} jobs/s (${finished.toLocaleString()} jobs in ${result.seconds} s${result.capped ? ', capped' : ''})`,
+  )
+  return result
+}

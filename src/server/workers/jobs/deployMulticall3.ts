@@ -1,11 +1,13 @@
 import { z } from 'zod'
+import { deployMulticall3 } from '../../chain/deployMulticall3'
 import { defineJob } from './types'
 
+/** Ensures Multicall3 at its canonical address; `forceRedeploy` is documented in docs/chain-jobs.md. */
 export const deployMulticall3Job = defineJob({
   type: 'deployMulticall3',
   dataSchema: z.object({ forceRedeploy: z.boolean().optional() }).strict(),
   timeoutMs: 5 * 60_000,
-  async run() {
-    throw new Error('deployMulticall3: not implemented yet')
+  async run({ serverApp, log, job, signal }) {
+    return deployMulticall3(serverApp, { forceRedeploy: job.data.forceRedeploy, log, signal })
   },
 })

@@ -1,0 +1,53 @@
+import { inArray } from 'drizzle-orm'
+import { parseAbiItem } from 'viem'
+import { notifications, users } from '../../db/schema'
+import { defineChainHandler } from './types'
+
+const INSERT_CHUNK = 1000
+
+/**
+ * ERC-20 Transfer touching a registered user's wallet → one notification per such user (a transfer between two
+ * users notifies both; a self-transfer notifies its user once). ERC-721 Transfer shares the topic but indexes its
+ * third argument, so strict decoding leaves those logs out.
+ */
+export const erc20TransferHandler = defineChainHandler({
+  name: 'erc20Transfer',
+  event: parseAbiItem('event Transfer(address indexed from, address indexed to, uint256 value)'),
+  async process({ tx, events }) {
+    const addresses = new Set<string>()
+    for (const { log } of events) {
+      addresses.add(log.args.from.toLowerCase())
+      addresses.add(log.args.to.toLowerCase())
+    }
+    if (addresses.size === 0) return
+    // users.wallet_address is stored lower-case (a CHECK enforces it), so this lookup needs no lower() index.
+    const found = await tx
+      .select({ id: users.id, wallet: users.walletAddress })
+      .from(users)
+      .where(inArray(users.walletAddress, [...addresses]))
+    if (found.length === 0) return
+    const userByWallet = new Map(found.map((u) => [u.wallet, u.id]))
+    const rows: (typeof notifications.$inferInsert)[] = []
+    for (const { ledgerId, log } of events) {
+      const from = log.args.from.toLowerCase()
+      const to = log.args.to.toLowerCase()
+      const userIds = new Set([userByWallet.get(from), userByWallet.get(to)].filter((id): id is number => id !== undefined))
+      for (const userId of userIds) {
+        rows.push({
+          userId,
+          chainEventId: ledgerId,
+          read: false,
+          data: {
+            type: 'token_transfer',
+            token: log.address.toLowerCase(),
+            from,
+            to,
+            value: log.args.value.toString(),
+            txHash: log.transactionHash,
+          },
+        })
+      }
+    }
+    for (let i = 0; i < rows.length; i += INSERT_CHUNK) await tx.insert(notifications).values(rows.slice(i, i + INSERT_CHUNK))
+  },
+})

@@ -1,0 +1,39 @@
+import type { AbiEvent, Address, Log } from 'viem'
+import type { Transaction } from '../../db/client'
+import type { Logger } from '../../log'
+
+/** A decoded log, as viem's getLogs returns it for the handler's event in strict mode (all arguments present). */
+export type DecodedLog<E extends AbiEvent = AbiEvent> = Log<bigint, number, false, E, true>
+
+export interface ChainEvent<E extends AbiEvent = AbiEvent> {
+  /** chain_events.id of this log. Rows a handler derives from it should reference it ON DELETE CASCADE, so a reorg removes them. */
+  ledgerId: number
+  log: DecodedLog<E>
+}
+
+export interface ChainEventContext<E extends AbiEvent = AbiEvent> {
+  /** The range's transaction: the ledger rows and the cursor move commit with these writes, or none of them do. */
+  tx: Transaction
+  chainId: number
+  /** This handler's new events in the range, in chain order (block number, then log index). */
+  events: ChainEvent<E>[]
+  log: Logger
+}
+
+/**
+ * One chain event handler: which logs it wants (an event ABI item and an optional contract address filter)
+ * and what it writes for them. `process` must write only through `ctx.tx` and must not call the chain or
+ * anything else with side effects: a range can be rolled back and read again, and the handler must then
+ * leave no trace of the first attempt.
+ */
+export interface ChainEventHandler<E extends AbiEvent = AbiEvent> {
+  name: string
+  event: E
+  address?: Address | readonly Address[]
+  process(ctx: ChainEventContext<E>): Promise<void>
+}
+
+/** Keeps the event's argument types flowing into `process`. */
+export function defineChainHandler<const E extends AbiEvent>(handler: ChainEventHandler<E>): ChainEventHandler<E> {
+  return handler
+}

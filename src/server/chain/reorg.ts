@@ -1,0 +1,25 @@
+import type { Hex, PublicClient } from 'viem'
+import type { Database } from '../db/client'
+import { type Cursor, storedBlocksDesc } from './cursorStore'
+import { canonicalHash } from './readRange'
+
+/**
+ * The cursor's block is no longer on the chain: finds the newest remembered block, at most maxReorgDepth below
+ * the cursor, whose hash the chain still has. A block hash commits to all its ancestors, so everything at or
+ * below that block is unchanged and everything above it must be read again.
+ */
+export async function findCommonAncestor(
+  publicClient: PublicClient,
+  db: Database,
+  chainId: number,
+  cursor: Cursor,
+  maxReorgDepth: number,
+): Promise<Cursor> {
+  const low = cursor.number - BigInt(maxReorgDepth)
+  for (const row of await storedBlocksDesc(db, chainId, low, cursor.number)) {
+    if ((await canonicalHash(publicClient, row.number)) === row.hash.toLowerCase()) return { number: row.number, hash: row.hash as Hex }
+  }
+  throw new Error(
+    `watchChain: chain ${chainId} reorganised deeper than CHAIN_MAX_REORG_DEPTH (${maxReorgDepth}): no remembered block from ${low < -1n ? -1n : low} to ${cursor.number - 1n} is still on the chain. Nothing was changed; raise CHAIN_MAX_REORG_DEPTH or reset the chain_cursors row of this chain.`,
+  )
+}

@@ -1,0 +1,130 @@
+import type { Hex } from 'viem'
+import type { Logger } from '../log'
+import type { ServerApp } from '../serverApp'
+import { withTryAdvisoryLock } from './advisoryLock'
+import { commitRange, type Cursor, initCursor, loadCursor, rewindCursor } from './cursorStore'
+import { assertHandlers, chainEventHandlers } from './handlers/registry'
+import type { ChainEventHandler } from './handlers/types'
+import { canonicalHash, ReadRaceError, readRange } from './readRange'
+import { findCommonAncestor } from './reorg'
+import { explainChainError } from './rpcErrors'
+
+export interface WatchChainResult {
+  chainId: number
+  /** First and last block processed by this run (decimal strings), null when there was nothing new. */
+  fromBlock: string | null
+  toBlock: string | null
+  /** New ledger rows (logs handed to handlers). */
+  events: number
+  /** Blocks rewound because of a reorg (the deepest one if several), 0 when none. */
+  reorgDepth: number
+  ranges: number
+  /** False when the run stopped early (time budget, abort) with blocks still to read; the next run continues. */
+  caughtUp: boolean
+}
+
+export interface WatchChainOptions {
+  log: Logger
+  signal?: AbortSignal
+  handlers?: readonly ChainEventHandler<any>[]
+  /** Stop starting new ranges after this long, so a far-behind cursor is caught up over several runs, each well inside the job timeout. */
+  maxRunMs?: number
+}
+
+/** A read that raced with the chain is retried this many times per run before the run fails. */
+const MAX_READ_RACES = 5
+/** Rewinds per run; a chain that keeps reorganising under us fails the run rather than looping. */
+const MAX_REWINDS = 10
+
+/**
+ * The watchChain job. Only one runner per chain at a time across every worker and server instance: a session
+ * advisory lock keyed by the chain id; a second concurrent run returns at once without touching anything.
+ */
+export async function watchChain(serverApp: ServerApp, opts: WatchChainOptions): Promise<WatchChainResult | { skipped: 'already running' }> {
+  try {
+    const chainId = await serverApp.chain.getChainId()
+    const res = await withTryAdvisoryLock(serverApp.dbHandle, `chain.watchChain:${chainId}`, () => watchLocked(serverApp, chainId, opts))
+    if (!res.acquired) {
+      opts.log.info({ chainId }, 'watchChain already running elsewhere; skipped')
+      return { skipped: 'already running' }
+    }
+    return res.value
+  } catch (err) {
+    explainChainError(err, serverApp.config.CHAIN_RPC_URL)
+  }
+}
+
+async function watchLocked(serverApp: ServerApp, chainId: number, opts: WatchChainOptions): Promise<WatchChainResult> {
+  const { config, db } = serverApp
+  const { log } = opts
+  const { publicClient } = serverApp.chain
+  const handlers = opts.handlers ?? chainEventHandlers
+  assertHandlers(handlers)
+  const confirmations = BigInt(config.CHAIN_CONFIRMATIONS)
+  const rangeSize = BigInt(config.CHAIN_MAX_BLOCK_RANGE)
+  const maxReorgDepth = config.CHAIN_MAX_REORG_DEPTH
+  const deadline = Date.now() + (opts.maxRunMs ?? 60_000)
+  const result: WatchChainResult = { chainId, fromBlock: null, toBlock: null, events: 0, reorgDepth: 0, ranges: 0, caughtUp: false }
+  let races = 0
+  let rewinds = 0
+  let first: bigint | null = null
+
+  while (!opts.signal?.aborted && Date.now() < deadline) {
+    const head = await publicClient.getBlockNumber()
+    const safeHead = head - confirmations
+    let cursor = await loadCursor(db, chainId)
+    if (!cursor) {
+      // First run on this chain: start at CHAIN_START_BLOCK, or at the current safe head.
+      const start = config.CHAIN_START_BLOCK !== undefined ? BigInt(config.CHAIN_START_BLOCK) : safeHead
+      if (safeHead < 0n || start > safeHead) {
+        result.caughtUp = true
+        break
+      }
+      const parentHash = await canonicalHash(publicClient, start - 1n)
+      if (!parentHash) throw new ReadRaceError(`block ${start - 1n} disappeared`)
+      cursor = { number: start - 1n, hash: parentHash }
+      await initCursor(db, chainId, cursor)
+      log.info({ chainId, startBlock: start.toString() }, 'watchChain cursor created')
+    }
+
+    // Reorg check first: the cursor's block must still be on the chain before anything above it is read.
+    const atCursor = await canonicalHash(publicClient, cursor.number)
+    if (atCursor !== cursor.hash.toLowerCase()) {
+      if (++rewinds > MAX_REWINDS) throw new Error(`watchChain: chain ${chainId} kept reorganising (${MAX_REWINDS} rewinds in one run)`)
+      const ancestor = await findCommonAncestor(publicClient, db, chainId, cursor, maxReorgDepth)
+      const removed = await rewindCursor(db, chainId, cursor, ancestor)
+      const depth = Number(cursor.number - ancestor.number)
+      result.reorgDepth = Math.max(result.reorgDepth, depth)
+      log.warn({ chainId, from: cursor.number.toString(), to: ancestor.number.toString(), depth, removedEvents: removed }, 'chain reorg: cursor rewound')
+      continue
+    }
+
+    if (cursor.number >= safeHead) {
+      result.caughtUp = true
+      break
+    }
+    // Inclusive bounds: [cursor+1, cursor+rangeSize] holds exactly rangeSize blocks, and the next range starts right after `to`.
+    const from = cursor.number + 1n
+    const to = cursor.number + rangeSize < safeHead ? cursor.number + rangeSize : safeHead
+    let read: Awaited<ReturnType<typeof readRange>>
+    try {
+      read = await readRange(publicClient, handlers, { from, to, head, cursorHash: cursor.hash, maxReorgDepth })
+    } catch (err) {
+      if (err instanceof ReadRaceError && ++races <= MAX_READ_RACES) {
+        log.info({ chainId, err: err.message }, 'watchChain read raced with the chain; reading again')
+        continue
+      }
+      throw err
+    }
+    const expected: Cursor = { number: cursor.number, hash: cursor.hash as Hex }
+    const events = await commitRange(db, { chainId, expected, read, handlers, maxReorgDepth, log })
+    result.ranges++
+    result.events += events
+    if (first === null || from < first) first = from
+    result.fromBlock = first.toString()
+    result.toBlock = to.toString()
+    log.debug({ chainId, from: from.toString(), to: to.toString(), events }, 'watchChain range committed')
+  }
+  if (result.ranges > 0 || result.reorgDepth > 0) log.info(result, 'watchChain finished')
+  return result
+}

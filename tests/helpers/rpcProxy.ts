@@ -1,0 +1,83 @@
+import type { Server } from 'bun'
+
+interface RpcCall {
+  jsonrpc: '2.0'
+  id: number | string | null
+  method: string
+  params?: unknown[]
+}
+
+export interface RpcProxy {
+  url: string
+  /** Every call forwarded so far, in arrival order. */
+  calls: { method: string; params: unknown[] }[]
+  /**
+   * Holds back every call of `method` until the returned release() is called. `arrived` resolves when the
+   * first such call reaches the proxy, so a test can act while a client is provably waiting inside that call.
+   */
+  hold(method: string): { arrived: Promise<void>; release(): void }
+  stop(): Promise<void>
+}
+
+/**
+ * A real HTTP JSON-RPC proxy in front of a real node. It forwards everything, records the calls, and can
+ * pretend to be another client: `clientVersion` replaces the web3_clientVersion answer, and `refuse`
+ * answers the matching methods with "method not found", as a production node answers anvil_* and evm_*.
+ */
+export function startRpcProxy(target: string, opts: { clientVersion?: string; refuse?: RegExp } = {}): RpcProxy {
+  const calls: RpcProxy['calls'] = []
+  const holds = new Map<string, { gate: Promise<void>; onArrive: () => void }>()
+
+  async function handle(call: RpcCall): Promise<unknown> {
+    calls.push({ method: call.method, params: call.params ?? [] })
+    const held = holds.get(call.method)
+    if (held) {
+      held.onArrive()
+      await held.gate
+    }
+    if (opts.refuse?.test(call.method)) {
+      return { jsonrpc: '2.0', id: call.id, error: { code: -32601, message: `the method ${call.method} does not exist/is not available` } }
+    }
+    if (call.method === 'web3_clientVersion' && opts.clientVersion !== undefined) {
+      return { jsonrpc: '2.0', id: call.id, result: opts.clientVersion }
+    }
+    const res = await fetch(target, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(call) })
+    return res.json()
+  }
+
+  const server: Server<unknown> = Bun.serve({
+    hostname: '127.0.0.1',
+    port: 0,
+    async fetch(req) {
+      const body = (await req.json()) as RpcCall | RpcCall[]
+      const out = Array.isArray(body) ? await Promise.all(body.map(handle)) : await handle(body)
+      return Response.json(out)
+    },
+  })
+
+  return {
+    url: `http://127.0.0.1:${server.port}`,
+    calls,
+    hold(method) {
+      let release!: () => void
+      let onArrive!: () => void
+      const gate = new Promise<void>((r) => {
+        release = r
+      })
+      const arrived = new Promise<void>((r) => {
+        onArrive = r
+      })
+      holds.set(method, { gate, onArrive })
+      return {
+        arrived,
+        release() {
+          holds.delete(method)
+          release()
+        },
+      }
+    },
+    async stop() {
+      await server.stop(true)
+    },
+  }
+}

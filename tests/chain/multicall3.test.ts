@@ -145,7 +145,7 @@ describe('deployMulticall3 on a fresh chain', () => {
     })
     expect([bal1, bal2, supply]).toEqual([1234n, 0n, 1234n])
     // aggregate3 directly: one call allowed to fail fails, the other succeeds.
-    const { result } = await anvil.client.simulateContract({
+    const { result: raw } = await anvil.client.simulateContract({
       address: MULTICALL3_ADDRESS,
       abi: multicall3Abi,
       functionName: 'aggregate3',
@@ -156,18 +156,19 @@ describe('deployMulticall3 on a fresh chain', () => {
         ],
       ],
     })
+    const result = raw as unknown as readonly { success: boolean; returnData: Hex }[]
     expect(result[0]!.success).toBe(true)
     expect(BigInt(result[0]!.returnData)).toBe(1234n)
     expect(result[1]!.success).toBe(false)
   })
 
   test('a second run is a cheap no-op: alreadyDeployed, nothing sent', async () => {
-    const blockBefore = await anvil.client.getBlockNumber()
+    const blockBefore = await anvil.client.getBlockNumber({ cacheTime: 0 })
     const callsBefore = gethProxy.calls.length
     expect(await deployMulticall3(gethApp, { log })).toEqual({ action: 'alreadyDeployed' })
     const calls = gethProxy.calls.slice(callsBefore).map((c) => c.method)
     expect(calls.filter((m) => m !== 'eth_chainId')).toEqual(['eth_getCode'])
-    expect(await anvil.client.getBlockNumber()).toBe(blockBefore)
+    expect(await anvil.client.getBlockNumber({ cacheTime: 0 })).toBe(blockBefore)
   })
 
   test('forceRedeploy on anvil resets the code with anvil_setCode', async () => {

@@ -20,6 +20,6 @@ export async function findCommonAncestor(
     if ((await canonicalHash(publicClient, row.number)) === row.hash.toLowerCase()) return { number: row.number, hash: row.hash as Hex }
   }
   throw new Error(
-    `watchChain: chain ${chainId} reorganised deeper than CHAIN_MAX_REORG_DEPTH (${maxReorgDepth}): no remembered block from ${low < -1n ? -1n : low} to ${cursor.number - 1n} is still on the chain. Nothing was changed; raise CHAIN_MAX_REORG_DEPTH or reset the chain_cursors row of this chain.`,
+    `watchChain: chain ${chainId} reorganised deeper than CHAIN_MAX_REORG_DEPTH (${maxReorgDepth}): no remembered block from ${low < -1n ? -1n : low} to ${cursor.number - 1n} is still on the chain. Nothing was changed. To recover by hand, pick a block B you trust, delete this chain's chain_events (their notifications go with them) and chain_blocks above B, and set its chain_cursors row to B's number and hash.`,
   )
 }

@@ -70,7 +70,8 @@ async function watchLocked(serverApp: ServerApp, chainId: number, opts: WatchCha
   let first: bigint | null = null
 
   while (!opts.signal?.aborted && Date.now() < deadline) {
-    const head = await publicClient.getBlockNumber()
+    // cacheTime 0: viem otherwise reuses a block number for its polling interval (4 s), a stale head.
+    const head = await publicClient.getBlockNumber({ cacheTime: 0 })
     const safeHead = head - confirmations
     let cursor = await loadCursor(db, chainId)
     if (!cursor) {

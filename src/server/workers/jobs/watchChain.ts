@@ -1,11 +1,13 @@
 import { z } from 'zod'
+import { watchChain } from '../../chain/watcher'
 import { defineJob } from './types'
 
+/** Reads new blocks from the per-chain cursor and feeds their logs to the chain event handlers (src/server/chain). */
 export const watchChainJob = defineJob({
   type: 'watchChain',
   dataSchema: z.object({}).strict(),
   timeoutMs: 5 * 60_000,
-  async run() {
-    throw new Error('watchChain: not implemented yet')
+  async run({ serverApp, log, signal }) {
+    return watchChain(serverApp, { log, signal })
   },
 })

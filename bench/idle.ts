@@ -1,4 +1,4 @@
-import { ADMIN_URL, connect, sleep, transactionCount } from './db'
+import { ADMIN_URL, connect, sleep, transactionCount, urlFor } from './db'
 import { round } from './stats'
 
 export interface IdleLoad {
@@ -9,9 +9,18 @@ export interface IdleLoad {
 
 /**
  * Transactions (committed + rolled back) one database served over an idle window, from pg_stat_database.
- * A short settle first lets counters from earlier work be flushed (backends flush them within ~1 s of idling).
+ * First a VACUUM ANALYZE of that database, so autovacuum (whose transactions count there too) has nothing
+ * left to do after the busy runs, then a short settle so earlier counters are flushed (backends flush
+ * them within ~1 s of going idle). What remains is the idle system's own polling, plus at most one
+ * autovacuum visit per autovacuum_naptime.
  */
 export async function idleTransactions(dbName: string, windowMs: number, settleMs = 2000): Promise<IdleLoad> {
+  const db = connect(urlFor(dbName))
+  try {
+    await db`VACUUM ANALYZE`
+  } finally {
+    await db.end()
+  }
   await sleep(settleMs)
   const admin = connect(ADMIN_URL)
   try {

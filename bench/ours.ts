@@ -18,6 +18,7 @@ const WORKER_COUNT = 2
 
 export interface OursServer {
   spawned: Spawned
+  /** The worker children (from GET /health). */
   pids: number[]
   stop(): Promise<void>
 }
@@ -90,6 +91,17 @@ export async function resetOursTable(url: string, finishedRows = 0): Promise<voi
   }
 }
 
+/** Between repeated runs: removes the rows a run left (the preloaded finished rows stay) and vacuums. */
+export async function clearRunRows(url: string): Promise<void> {
+  const sql = connect(url)
+  try {
+    await sql`DELETE FROM worker_jobs WHERE locked_by IS DISTINCT FROM 'preloaded'`
+    await sql`VACUUM ANALYZE worker_jobs`
+  } finally {
+    await sql.end()
+  }
+}
+
 /** Throughput of the running server: N noop jobs inserted in one statement (one NOTIFY), until all finished. */
 export async function oursThroughput(cfg: BenchConfig, url: string, server: OursServer, label: string): Promise<ThroughputResult & { verified: boolean }> {
   const sql = connect(url)
@@ -99,7 +111,8 @@ export async function oursThroughput(cfg: BenchConfig, url: string, server: Ours
       jobs: cfg.jobs,
       capMs: cfg.throughputCapMs,
       pollMs: cfg.pollMs,
-      pids: server.pids,
+      pids: [server.spawned.proc.pid, ...server.pids],
+      rssPids: server.pids,
       insert: async () => {
         await sql`INSERT INTO worker_jobs (type, user_id, due) SELECT 'noop', 0, now() FROM generate_series(1, ${cfg.jobs})`
       },

@@ -8,7 +8,8 @@ import { mkdirSync, writeFileSync } from 'node:fs'
 import { loadavg } from 'node:os'
 import { loadBenchConfig } from './config'
 import { machineInfo } from './machine'
-import { oursBulkSubmit, oursIdleCost, oursLatency, oursThroughput, prepareOursDb, resetOursTable, startOurs } from './ours'
+import { bestOf } from './best'
+import { clearRunRows, oursBulkSubmit, oursIdleCost, oursLatency, oursThroughput, prepareOursDb, resetOursTable, startOurs } from './ours'
 import { GRAPHILE_BEST, GRAPHILE_DEFAULT, graphileBulkSubmit, graphileLatency, graphileThroughput, prepareGraphileDb } from './peers/graphile'
 import { PGBOSS_BEST, PGBOSS_DEFAULT, pgbossBulkSubmit, pgbossThroughput, preparePgBossDb } from './peers/pgboss'
 import { measureRaw } from './raw'
@@ -16,6 +17,7 @@ import { summarizeResults } from './summary'
 import { step } from './progress'
 
 const cfg = loadBenchConfig(process.argv.slice(2))
+const runLabel = (i: number) => (cfg.throughputRuns > 1 ? ` (run ${i + 1}/${cfg.throughputRuns})` : '')
 const startedAt = new Date()
 const t0 = performance.now()
 const machine = await machineInfo()
@@ -32,21 +34,27 @@ const oursUrl = await prepareOursDb()
 const oursBulk = await oursBulkSubmit(cfg, oursUrl)
 await resetOursTable(oursUrl)
 let server = await startOurs(oursUrl)
-const oursEmpty = await oursThroughput(cfg, oursUrl, server, 'ours: throughput, empty table')
+const oursEmpty = await bestOf(cfg.throughputRuns, async (i) => {
+  if (i > 0) await resetOursTable(oursUrl)
+  return oursThroughput(cfg, oursUrl, server, `ours: throughput, empty table${runLabel(i)}`)
+})
 const oursIdle = await oursIdleCost(cfg, server)
 const oursLat = await oursLatency(cfg, oursUrl)
 await server.stop()
 step(`  ours: preloading ${cfg.preFinishedRows.toLocaleString()} finished rows`)
 await resetOursTable(oursUrl, cfg.preFinishedRows)
 server = await startOurs(oursUrl)
-const oursScale = await oursThroughput(cfg, oursUrl, server, `ours: throughput, ${cfg.preFinishedRows.toLocaleString()} finished rows`)
+const oursScale = await bestOf(cfg.throughputRuns, async (i) => {
+  if (i > 0) await clearRunRows(oursUrl)
+  return oursThroughput(cfg, oursUrl, server, `ours: throughput, ${cfg.preFinishedRows.toLocaleString()} finished rows${runLabel(i)}`)
+})
 await server.stop()
 
 step('3/4 graphile-worker')
 const gUrl = await prepareGraphileDb()
 const gBulk = await graphileBulkSubmit(cfg, gUrl)
 const gDefault = await graphileThroughput(cfg, gUrl, GRAPHILE_DEFAULT, 'graphile-worker default: throughput')
-const gBest = await graphileThroughput(cfg, gUrl, GRAPHILE_BEST, 'graphile-worker best: throughput')
+const gBest = await bestOf(cfg.throughputRuns, (i) => graphileThroughput(cfg, gUrl, GRAPHILE_BEST, `graphile-worker best: throughput${runLabel(i)}`))
 const gLatDefault = await graphileLatency(cfg, gUrl, GRAPHILE_DEFAULT, 'graphile-worker default: pickup latency', cfg.idleWindowMs)
 const gLatBest = await graphileLatency(cfg, gUrl, GRAPHILE_BEST, 'graphile-worker best: pickup latency')
 
@@ -54,7 +62,7 @@ step('4/4 pg-boss')
 const bUrl = await preparePgBossDb()
 const bBulk = await pgbossBulkSubmit(cfg, bUrl)
 const bDefault = await pgbossThroughput(cfg, bUrl, PGBOSS_DEFAULT, 'pg-boss default: throughput', cfg.slowDefaultCapMs)
-const bBest = await pgbossThroughput(cfg, bUrl, PGBOSS_BEST, 'pg-boss best: throughput')
+const bBest = await bestOf(cfg.throughputRuns, (i) => pgbossThroughput(cfg, bUrl, PGBOSS_BEST, `pg-boss best: throughput${runLabel(i)}`))
 
 const results = summarizeResults({
   cfg,

@@ -39,7 +39,7 @@ export function summarizeResults(d: RunData): { json: Record<string, any>; markd
   const oursBusyRss = maxOf(o.empty.busyRssMb)
   const oursIdleRss = maxOf(o.idle.idleRssMb)
   const tp = (peer: string, t: ThroughputResult): Row =>
-    row({ scenario: 'Throughput, 100k-style no-op drain', unit: 'jobs/s', better: 'higher', ours: o.empty.jobsPerSec, peer, peerValue: t.jobsPerSec, note: capNote(t) })
+    row({ scenario: `Throughput, ${d.cfg.jobs.toLocaleString()} no-op jobs`, unit: 'jobs/s', better: 'higher', ours: o.empty.jobsPerSec, peer, peerValue: t.jobsPerSec, note: capNote(t) })
   const lat = (p: 'p50' | 'p95' | 'p99', peer: string, l: LatencyResult): Row =>
     row({ scenario: `Pickup latency ${p}`, unit: 'ms', better: 'lower', ours: o.latency[p], peer, peerValue: l[p] })
   const rows: Row[] = [
@@ -86,7 +86,20 @@ export function summarizeResults(d: RunData): { json: Record<string, any>; markd
     `Command: \`${d.command}\` (${d.durationSeconds} s). Ours: default configuration, WORKER_COUNT=2. ${d.cfg.jobs.toLocaleString()} jobs per throughput run, ${d.cfg.latencySamples.toLocaleString()} latency samples, ${d.cfg.preFinishedRows.toLocaleString()} pre-finished rows, ${d.cfg.idleWindowMs / 1000} s idle window.`,
     '',
   ].join('\n')
-  const markdown = `${header}${markdownTable(rows)}\n\n### Targets\n\n${targetsTable(targets)}\n`
+  const cpuRuns: [string, ThroughputResult][] = [
+    ['ours, empty table', o.empty],
+    [`ours, ${d.cfg.preFinishedRows.toLocaleString()} finished rows`, o.scale],
+    ['graphile-worker, default', g.default],
+    ['graphile-worker, best', g.best],
+    ['pg-boss, default', d.pgboss.default],
+    ['pg-boss, best', d.pgboss.best],
+  ]
+  const cpuTable = [
+    '| Throughput run | Jobs/s | Seconds | CPU s, system under test | CPU s, Postgres | CPU s, everything else | Machine busy |',
+    '|---|---:|---:|---:|---:|---:|---:|',
+    ...cpuRuns.map(([name, t]) => `| ${name} | ${t.jobsPerSec.toLocaleString('en-US')} | ${t.seconds} | ${t.cpu.systemSeconds} | ${t.cpu.postgresSeconds} | ${t.cpu.otherSeconds} | ${t.cpu.machineBusyPct}% |`),
+  ].join('\n')
+  const markdown = `${header}${markdownTable(rows)}\n\n### Targets\n\n${targetsTable(targets)}\n\n### Where the CPU went (${m.cores} cores; "everything else" includes the bench process and any other work on the machine)\n\n${cpuTable}\n`
   const json = {
     mode: d.cfg.quick ? 'quick' : 'full',
     command: d.command,

@@ -1,3 +1,4 @@
+import { type CpuUse, cpuSince, cpuSnapshot } from './cpu'
 import { sleep } from './db'
 import { progressLine } from './progress'
 import { rssMb } from './proc'
@@ -13,6 +14,7 @@ export interface ThroughputResult {
   capped: boolean
   /** Highest RSS (MB) seen for each sampled pid while the run was busy. */
   busyRssMb: Record<string, number>
+  cpu: CpuUse
 }
 
 /**
@@ -28,18 +30,22 @@ export async function measureThroughput(opts: {
   remaining: () => Promise<number>
   capMs: number
   pollMs: number
-  pids?: readonly number[]
+  /** The processes under test: their RSS is sampled and their CPU time accounted. */
+  pids: readonly number[]
+  /** Of those, the ones whose RSS is reported (default: all). */
+  rssPids?: readonly number[]
 }): Promise<ThroughputResult> {
   const line = progressLine()
   line.update(`${opts.label}: inserting ${opts.jobs.toLocaleString()} jobs`)
   await opts.insert()
+  const cpu0 = cpuSnapshot(opts.pids)
   const t0 = performance.now()
   const busyRssMb: Record<string, number> = {}
   let left = opts.jobs
   let end = 0
   for (;;) {
     await sleep(opts.pollMs)
-    for (const pid of opts.pids ?? []) {
+    for (const pid of opts.rssPids ?? opts.pids) {
       const r = rssMb(pid)
       if (r !== null) busyRssMb[pid] = Math.max(busyRssMb[pid] ?? 0, round(r, 1))
     }
@@ -58,17 +64,19 @@ export async function measureThroughput(opts: {
     }
   }
   const seconds = (end - t0) / 1000
+  const cpu = cpuSince(cpu0, opts.pids)
   const finished = opts.jobs - Math.max(0, left)
   const result: ThroughputResult = {
     jobs: opts.jobs,
     finished,
     seconds: round(seconds, 3),
-    jobsPerSec: round(finished / seconds),
+    jobsPerSec: round(finished / seconds, finished / seconds < 10 ? 2 : 0),
     capped: left > 0,
     busyRssMb,
+    cpu,
   }
   line.done(
-    `${opts.label}: ${result.jobsPerSec.toLocaleString()} jobs/s (${finished.toLocaleString()} jobs in ${result.seconds} s${result.capped ? ', capped' : ''})`,
+    `${opts.label}: ${result.jobsPerSec.toLocaleString()} jobs/s (${finished.toLocaleString()} jobs in ${result.seconds} s${result.capped ? ', capped' : ''}; CPU s: system ${cpu.systemSeconds}, postgres ${cpu.postgresSeconds}, other ${cpu.otherSeconds})`,
   )
   return result
 }

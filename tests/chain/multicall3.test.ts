@@ -245,6 +245,20 @@ describe('deployMulticall3 without dev-chain help', () => {
     expect(await anvil.client.getBalance({ address: MULTICALL3_DEPLOYER })).toBe(MULTICALL3_DEPLOYER_FUNDING_WEI - receipt.gasUsed * GAS_PRICE)
   })
 
+  test('someone else sends the keyless deployment first: the run reports alreadyDeployed', async () => {
+    await anvil.client.setBalance({ address: MULTICALL3_DEPLOYER, value: MULTICALL3_DEPLOYER_FUNDING_WEI })
+    const held = gethProxy.hold('eth_sendRawTransaction')
+    const running = deployMulticall3(gethApp, { log })
+    await held.arrived
+    // While our run waits inside its send, a third party's copy of the same transaction is mined.
+    await anvil.client.waitForTransactionReceipt({
+      hash: await anvil.client.sendRawTransaction({ serializedTransaction: MULTICALL3_SIGNED_DEPLOYMENT_TX }),
+    })
+    held.release()
+    expect(await running).toEqual({ action: 'alreadyDeployed' })
+    expect(await code()).toBe(MULTICALL3_RUNTIME_BYTECODE)
+  })
+
   test('an unreachable chain fails with a clear error', async () => {
     const port = await freePort()
     const dead = newApp(`http://127.0.0.1:${port}`)

@@ -202,6 +202,15 @@ describe('watchChain: ranges', () => {
     expect(await notificationCounts(f)).toEqual({ [user(u2).id]: 5 })
   })
 
+  test('CHAIN_START_BLOCK=0 reads from genesis', async () => {
+    const end = await head()
+    const res = await run(app({ CHAIN_START_BLOCK: '0', CHAIN_MAX_BLOCK_RANGE: '7' }))
+    expect(res).toMatchObject({ fromBlock: '0', toBlock: String(end), reorgDepth: 0 })
+    const expected = await expectedNotificationKeys(f, 0n, end)
+    expect(expected.length).toBeGreaterThan(3)
+    expect(await actualNotificationKeys(f)).toEqual(expected)
+  })
+
   test('without CHAIN_START_BLOCK the first run starts at the current safe head', async () => {
     await transfer(f, user(u1).address, user(u2).address, 1n) // before the start: never notified
     await transfer(f, user(u2).address, f.stranger, 2n) // the safe head (confirmations 1)

@@ -1,4 +1,4 @@
-import { type Hex, keccak256, type PublicClient } from 'viem'
+import { BaseError, type Hex, keccak256, type PublicClient } from 'viem'
 import type { Logger } from '../log'
 import type { ServerApp } from '../serverApp'
 import { withAdvisoryLock } from './advisoryLock'
@@ -105,9 +105,11 @@ async function deployKeyless(chain: ChainClients, opts: DeployMulticall3Options)
     await publicClient.sendRawTransaction({ serializedTransaction: MULTICALL3_SIGNED_DEPLOYMENT_TX })
   } catch (err) {
     const msg = String((err as Error)?.message ?? err)
+    // Someone outside this server may have sent it first (on a public chain anyone can): then it is done.
+    if (hasCode(await publicClient.getCode({ address: MULTICALL3_ADDRESS }))) return { action: 'alreadyDeployed' }
     if (!/already known|known transaction|already imported/i.test(msg)) {
       throw new Error(
-        `deployMulticall3: the node rejected the pre-signed Multicall3 deployment (a pre-EIP-155 transaction at a 100 gwei gas price; some nodes refuse unprotected transactions, e.g. geth without --rpc.allow-unprotected-txs): ${msg.split('\n')[0]}`,
+        `deployMulticall3: the node rejected the pre-signed Multicall3 deployment (a pre-EIP-155 transaction at a 100 gwei gas price; some nodes refuse unprotected transactions, e.g. geth without --rpc.allow-unprotected-txs): ${err instanceof BaseError ? err.details || err.shortMessage : msg}`,
         { cause: err },
       )
     }

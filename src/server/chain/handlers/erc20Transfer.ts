@@ -4,6 +4,7 @@ import { notifications, users } from '../../db/schema'
 import { defineChainHandler } from './types'
 
 const INSERT_CHUNK = 1000
+const LOOKUP_CHUNK = 10_000
 
 /**
  * ERC-20 Transfer touching a registered user's wallet → one notification per such user (a transfer between two
@@ -21,12 +22,17 @@ export const erc20TransferHandler = defineChainHandler({
     }
     if (addresses.size === 0) return
     // users.wallet_address is stored lower-case (a CHECK enforces it), so this lookup needs no lower() index.
-    const found = await tx
-      .select({ id: users.id, wallet: users.walletAddress })
-      .from(users)
-      .where(inArray(users.walletAddress, [...addresses]))
-    if (found.length === 0) return
-    const userByWallet = new Map(found.map((u) => [u.wallet, u.id]))
+    // Chunked: one bind parameter per address, and a statement takes at most 65,535.
+    const userByWallet = new Map<string, number>()
+    const all = [...addresses]
+    for (let i = 0; i < all.length; i += LOOKUP_CHUNK) {
+      const found = await tx
+        .select({ id: users.id, wallet: users.walletAddress })
+        .from(users)
+        .where(inArray(users.walletAddress, all.slice(i, i + LOOKUP_CHUNK)))
+      for (const u of found) userByWallet.set(u.wallet, u.id)
+    }
+    if (userByWallet.size === 0) return
     const rows: (typeof notifications.$inferInsert)[] = []
     for (const { ledgerId, log } of events) {
       const from = log.args.from.toLowerCase()

@@ -10,11 +10,11 @@ export interface IdleLoad {
 /**
  * Transactions (committed + rolled back) one database served over an idle window, from pg_stat_database.
  * First a VACUUM ANALYZE of that database, so autovacuum (whose transactions count there too) has nothing
- * left to do after the busy runs, then a short settle so earlier counters are flushed (backends flush
- * them within ~1 s of going idle). What remains is the idle system's own polling, plus at most one
+ * left to do after the busy runs, then a settle so every backend has flushed its earlier counters (see
+ * BenchConfig.idleSettleMs). What remains is the idle system's own polling, plus at most one
  * autovacuum visit per autovacuum_naptime.
  */
-export async function idleTransactions(dbName: string, windowMs: number, settleMs = 2000): Promise<IdleLoad> {
+export async function idleTransactions(dbName: string, windowMs: number, settleMs: number): Promise<IdleLoad> {
   const db = connect(urlFor(dbName))
   try {
     await db`VACUUM ANALYZE`

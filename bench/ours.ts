@@ -174,8 +174,8 @@ export interface IdleCost extends IdleLoad {
 
 /** With the server idle: the database's transaction rate over the idle window, and each child's RSS. */
 export async function oursIdleCost(cfg: BenchConfig, server: OursServer): Promise<IdleCost> {
-  step(`  ours: settling, then watching the idle server for ${cfg.idleWindowMs / 1000} s`)
-  const load = await idleTransactions(OURS_DB, cfg.idleWindowMs)
+  step(`  ours: settling ${cfg.idleSettleMs / 1000} s, then watching the idle server for ${cfg.idleWindowMs / 1000} s`)
+  const load = await idleTransactions(OURS_DB, cfg.idleWindowMs, cfg.idleSettleMs)
   const idleRssMb: Record<string, number> = {}
   for (const pid of server.pids) idleRssMb[pid] = round(rssMb(pid) ?? Number.NaN, 1)
   step(`  ours: idle ${load.perSecond} transactions/s for ${server.pids.length} children`)

@@ -55,7 +55,10 @@ const gUrl = await prepareGraphileDb()
 const gBulk = await graphileBulkSubmit(cfg, gUrl)
 const gDefault = await graphileThroughput(cfg, gUrl, GRAPHILE_DEFAULT, 'graphile-worker default: throughput')
 const gBest = await bestOf(cfg.throughputRuns, (i) => graphileThroughput(cfg, gUrl, GRAPHILE_BEST, `graphile-worker best: throughput${runLabel(i)}`))
-const gLatDefault = await graphileLatency(cfg, gUrl, GRAPHILE_DEFAULT, 'graphile-worker default: pickup latency', cfg.idleWindowMs)
+const gLatDefault = await graphileLatency(cfg, gUrl, GRAPHILE_DEFAULT, 'graphile-worker default: pickup latency', {
+  windowMs: cfg.idleWindowMs,
+  settleMs: cfg.idleSettleMs,
+})
 const gLatBest = await graphileLatency(cfg, gUrl, GRAPHILE_BEST, 'graphile-worker best: pickup latency')
 
 step('4/4 pg-boss')

@@ -57,13 +57,13 @@ export async function graphileThroughput(cfg: BenchConfig, url: string, config: 
   }
 }
 
-/** Pickup latency; with `idleWindowMs`, afterwards also the idle worker's database load and RSS. */
+/** Pickup latency; with `idle`, afterwards also the idle worker's database load and RSS. */
 export async function graphileLatency(
   cfg: BenchConfig,
   url: string,
   config: GraphileConfig,
   label: string,
-  idleWindowMs?: number,
+  idle?: { windowMs: number; settleMs: number },
 ): Promise<{ latency: LatencyResult; idle?: IdleLoad; idleRssMb?: number }> {
   const worker = await startGraphile(url, config)
   const utils = await makeWorkerUtils({ connectionString: url, logger: quietLogger() })
@@ -75,11 +75,11 @@ export async function graphileLatency(
   try {
     const latency = await measureLatency(label, cfg, (data) => utils.addJob('latencyProbe', data).then(() => {}))
     await release()
-    if (idleWindowMs === undefined) return { latency }
-    step(`  graphile-worker: watching the idle worker for ${idleWindowMs / 1000} s`)
-    const idle = await idleTransactions(GRAPHILE_DB, idleWindowMs)
-    step(`  graphile-worker: idle ${idle.perSecond} transactions/s`)
-    return { latency, idle, idleRssMb: round(rssMb(worker.proc.pid) ?? Number.NaN, 1) }
+    if (!idle) return { latency }
+    step(`  graphile-worker: settling ${idle.settleMs / 1000} s, then watching the idle worker for ${idle.windowMs / 1000} s`)
+    const load = await idleTransactions(GRAPHILE_DB, idle.windowMs, idle.settleMs)
+    step(`  graphile-worker: idle ${load.perSecond} transactions/s`)
+    return { latency, idle: load, idleRssMb: round(rssMb(worker.proc.pid) ?? Number.NaN, 1) }
   } finally {
     await release().catch(() => {})
     await worker.stop()

@@ -62,7 +62,7 @@ const envSchema = z.object({
     .default(() => availableParallelism()),
   WORKER_LOG_LEVEL: logLevel.default('info'),
   WORKER_CONCURRENCY: int(1, 10_000).default(100),
-  WORKER_POLL_INTERVAL_MS: int(10).default(2000),
+  WORKER_POLL_INTERVAL_MS: int(10).default(5000),
   WORKER_LEASE_MS: int(1000).default(30_000),
   WORKER_SHUTDOWN_TIMEOUT_MS: int(0).default(10_000),
   WORKER_RESTART_MAX_BACKOFF_MS: int(0).default(30_000),

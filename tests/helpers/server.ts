@@ -41,8 +41,11 @@ export async function startServerProcess(
   void (async () => {
     const decoder = new TextDecoder()
     let buf = ''
-    for await (const chunk of proc.stdout as ReadableStream<Uint8Array>) {
-      buf += decoder.decode(chunk, { stream: true })
+    const reader = (proc.stdout as ReadableStream<Uint8Array>).getReader()
+    for (;;) {
+      const { done, value } = await reader.read()
+      if (done) break
+      buf += decoder.decode(value, { stream: true })
       let nl = buf.indexOf('\n')
       while (nl >= 0) {
         const line = buf.slice(0, nl)

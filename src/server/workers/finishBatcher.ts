@@ -16,6 +16,8 @@ export class FinishBatcher {
     private readonly db: Database,
     private readonly workerId: string,
     private readonly log: Logger,
+    /** Called after each write, so a loop held back by unwritten outcomes can claim again. */
+    private readonly onWritten: () => void = () => {},
     private readonly retryDelayMs = 500,
   ) {}
 
@@ -44,6 +46,7 @@ export class FinishBatcher {
         const finished = await finishJobs(this.db, this.workerId, batch)
         const lost = batch.length - finished.size
         if (lost > 0) this.log.warn({ lost }, 'outcomes not recorded: jobs were rescued by another worker first')
+        this.onWritten()
       } catch (err) {
         this.log.error({ err, count: batch.length }, 'recording job outcomes failed; retrying')
         this.pending = batch.concat(this.pending)

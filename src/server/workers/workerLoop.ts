@@ -43,7 +43,9 @@ export class WorkerLoop {
     private readonly log: Logger,
     private readonly opts: WorkerLoopOptions,
   ) {
-    this.finisher = new FinishBatcher(serverApp.db, opts.workerId, log)
+    this.finisher = new FinishBatcher(serverApp.db, opts.workerId, log, () => {
+      if (this.backlog) this.wake()
+    })
   }
 
   get runningJobs(): number {

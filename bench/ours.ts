@@ -32,10 +32,10 @@ export async function prepareOursDb(): Promise<string> {
 
 /**
  * Starts our server (default configuration, WORKER_COUNT=2) in its own process and waits until both
- * children are listening for new jobs. Inherited WORKER_* / CRON_* variables are dropped so nothing but
- * the defaults applies.
+ * children are listening for new jobs. Inherited WORKER_* / CRON_* / LOG_* variables are dropped so nothing
+ * but the defaults applies; `extraEnv` (not used by the benchmark itself) is for trying other settings.
  */
-export async function startOurs(url: string): Promise<OursServer> {
+export async function startOurs(url: string, extraEnv: Record<string, string> = {}): Promise<OursServer> {
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(WORKER_|CRON_|LOG_)/.test(k))) as Record<string, string>
   const spawned = spawnProcess([process.execPath, ENTRY], {
     ...env,
@@ -47,6 +47,7 @@ export async function startOurs(url: string): Promise<OursServer> {
     CRON_WATCH_CHAIN: 'off',
     CRON_REMOVE_OLD_WORKER_JOBS: 'off',
     DEPLOY_MULTICALL3_ON_BOOT: 'false',
+    ...extraEnv,
   }, (m) => m.type === 'ready')
   const ready = await spawned.ready
   // Children connect after the manager reports; wait until each has its LISTEN connection open.
@@ -116,7 +117,13 @@ export async function oursThroughput(cfg: BenchConfig, url: string, server: Ours
       insert: async () => {
         await sql`INSERT INTO worker_jobs (type, user_id, due) SELECT 'noop', 0, now() FROM generate_series(1, ${cfg.jobs})`
       },
-      // Both counts walk partial indexes (claim and running-lease), so polling costs nothing even beside 1M finished rows.
+      // Both checks walk the partial indexes (claim and running lease), never the finished rows.
+      allFinished: async () => {
+        const [row] = await sql`
+          SELECT NOT EXISTS (SELECT 1 FROM worker_jobs WHERE started IS NULL AND finished IS NULL)
+             AND NOT EXISTS (SELECT 1 FROM worker_jobs WHERE started IS NOT NULL AND finished IS NULL) AS done`
+        return row?.done === true
+      },
       remaining: async () => {
         const [row] = await sql`
           SELECT (SELECT count(*) FROM worker_jobs WHERE started IS NULL AND finished IS NULL)

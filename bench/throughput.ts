@@ -26,10 +26,13 @@ export async function measureThroughput(opts: {
   label: string
   jobs: number
   insert: () => Promise<void>
-  /** Jobs not yet finished in the database; must be cheap (it is polled). */
+  /** Whether every job is finished in the database; polled every pollMs, so it must stop at the first unfinished row. */
+  allFinished: () => Promise<boolean>
+  /** Exact count of unfinished jobs: costs O(backlog), so only read for progress every progressMs and at the end. */
   remaining: () => Promise<number>
   capMs: number
   pollMs: number
+  progressMs?: number
   /** The processes under test: their RSS is sampled and their CPU time accounted. */
   pids: readonly number[]
   /** Of those, the ones whose RSS is reported (default: all). */
@@ -41,8 +44,10 @@ export async function measureThroughput(opts: {
   const cpu0 = cpuSnapshot(opts.pids)
   const t0 = performance.now()
   const busyRssMb: Record<string, number> = {}
-  let left = opts.jobs
+  const progressMs = opts.progressMs ?? 2000
+  let lastProgress = t0
   let end = 0
+  let drained = false
   for (;;) {
     await sleep(opts.pollMs)
     for (const pid of opts.rssPids ?? opts.pids) {
@@ -50,21 +55,25 @@ export async function measureThroughput(opts: {
       if (r !== null) busyRssMb[pid] = Math.max(busyRssMb[pid] ?? 0, round(r, 1))
     }
     const polledAt = performance.now()
-    left = await opts.remaining()
-    const elapsed = (polledAt - t0) / 1000
-    const done = opts.jobs - left
-    line.update(`${opts.label}: ${done.toLocaleString()}/${opts.jobs.toLocaleString()} finished, ${elapsed.toFixed(1)} s, ${Math.round(done / Math.max(elapsed, 0.001)).toLocaleString()} jobs/s`)
-    if (left <= 0) {
+    if (await opts.allFinished()) {
       end = polledAt
+      drained = true
       break
     }
     if (polledAt - t0 >= opts.capMs) {
       end = polledAt
       break
     }
+    if (polledAt - lastProgress >= progressMs) {
+      lastProgress = polledAt
+      const done = opts.jobs - (await opts.remaining())
+      const elapsed = (polledAt - t0) / 1000
+      line.update(`${opts.label}: ${done.toLocaleString()}/${opts.jobs.toLocaleString()} finished, ${elapsed.toFixed(1)} s, ${Math.round(done / elapsed).toLocaleString()} jobs/s`)
+    }
   }
   const seconds = (end - t0) / 1000
   const cpu = cpuSince(cpu0, opts.pids)
+  const left = drained ? 0 : await opts.remaining()
   const finished = opts.jobs - Math.max(0, left)
   const result: ThroughputResult = {
     jobs: opts.jobs,

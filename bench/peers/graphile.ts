@@ -47,7 +47,8 @@ export async function graphileThroughput(cfg: BenchConfig, url: string, config: 
             SELECT json_populate_record(null::graphile_worker.job_spec, '{"identifier":"noop","payload":{}}'::json)
             FROM generate_series(1, ${cfg.jobs})))`
       },
-      // graphile-worker deletes a job when it completes.
+      // graphile-worker deletes a job when it completes. The primary key finds a live row without a scan.
+      allFinished: async () => (await sql`SELECT id FROM graphile_worker._private_jobs ORDER BY id LIMIT 1`).length === 0,
       remaining: async () => Number((await sql`SELECT count(*) AS n FROM graphile_worker._private_jobs`)[0]?.n),
     })
   } finally {

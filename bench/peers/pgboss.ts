@@ -50,6 +50,8 @@ export async function pgbossThroughput(cfg: BenchConfig, url: string, config: Pg
       insert: async () => {
         await boss.insert('noop', jobs)
       },
+      allFinished: async () =>
+        (await sql`SELECT 1 FROM pgboss.job WHERE name = 'noop' AND state IN ('created', 'retry', 'active') LIMIT 1`).length === 0,
       remaining: async () =>
         Number((await sql`SELECT count(*) AS n FROM pgboss.job WHERE name = 'noop' AND state IN ('created', 'retry', 'active')`)[0]?.n),
     })

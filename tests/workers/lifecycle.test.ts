@@ -105,6 +105,15 @@ describe('shutdown', () => {
     expect(done!.success).toBe(true)
     expect(done!.result).toEqual({ slept: 1500 })
     await waitFor(() => pids.every((p) => !alive(p)), { timeoutMs: 3000, what: 'children to exit' })
+    // One JSON line when the job starts and one when it ends, each naming the job, its type and worker.
+    const id = Number(job!.id)
+    const started = server.logs.filter((l) => l.jobId === id && l.msg === 'job started')
+    const ended = server.logs.filter((l) => l.jobId === id && l.msg === 'job finished')
+    expect(started).toHaveLength(1)
+    expect(ended).toHaveLength(1)
+    expect(started[0]).toMatchObject({ type: 'sleep', workerId: done!.locked_by })
+    expect(ended[0]).toMatchObject({ type: 'sleep', workerId: done!.locked_by, success: true })
+    expect(ended[0]!.durationMs).toBeGreaterThanOrEqual(1500)
   }, 20_000)
 
   test('a job that outlives the shutdown deadline is killed and failed, and nothing is left running', async () => {

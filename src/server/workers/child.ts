@@ -4,7 +4,7 @@
  * WorkerLoop, and exits when told to drain, or on its own when the manager's IPC channel closes, so a
  * crashed manager never leaves orphans behind.
  */
-import { createLogger } from '../log'
+import { createLogger, flushLogger } from '../log'
 import { createServerApp } from '../serverApp'
 import type { ToChild, ToManager } from './ipc'
 import { buildRegistry, loadJobModules } from './jobs/registry'
@@ -17,7 +17,12 @@ let exiting = false
 
 async function init(msg: Extract<ToChild, { type: 'init' }>): Promise<void> {
   const { config, workerId } = msg
-  const log = createLogger({ level: config.WORKER_LOG_LEVEL, pretty: config.LOG_PRETTY, base: { pid: process.pid, workerId } })
+  const log = createLogger({
+    level: config.WORKER_LOG_LEVEL,
+    pretty: config.LOG_PRETTY,
+    buffered: true,
+    base: { pid: process.pid, workerId },
+  })
   const registry = buildRegistry(await loadJobModules(msg.jobModules))
   // Three connections: claims, outcome writes and heartbeats can overlap; LISTEN takes its own.
   const serverApp = createServerApp({ config, log, registry, dbPoolSize: 3, applicationName: `worker ${workerId}` })
@@ -33,7 +38,7 @@ async function init(msg: Extract<ToChild, { type: 'init' }>): Promise<void> {
   exitHook = async () => {
     await loop?.drain()
     await serverApp.dbHandle.close()
-    log.flush?.()
+    await flushLogger(log)
   }
 }
 

@@ -66,6 +66,6 @@ export async function runJob(
   }
   const durationMs = Math.round((performance.now() - started) * 1000) / 1000
   if (outcome.success) log.info({ success: true, durationMs }, 'job finished')
-  else log.warn({ success: false, durationMs, error: (outcome.result as { error: string }).error }, 'job failed')
+  else log.warn({ success: false, durationMs, error: (outcome.result as { error: string }).error }, 'job finished')
   return outcome
 }

@@ -1,5 +1,6 @@
 /**
  * `npm run bench` (full) or `npm run bench -- --quick` (CI: keeps the harness working, never judged on speed).
+ * `--update-readme` also replaces the results section of bench/README.md with this run's.
  * Runs every scenario against our engine, graphile-worker, pg-boss and raw Postgres on the same server,
  * one system at a time, then prints a markdown table and the same data as JSON (also written to
  * bench/results/latest.json). Progress goes to stderr.
@@ -13,7 +14,7 @@ import { clearRunRows, oursBulkSubmit, oursIdleCost, oursLatency, oursThroughput
 import { GRAPHILE_BEST, GRAPHILE_DEFAULT, graphileBulkSubmit, graphileLatency, graphileThroughput, prepareGraphileDb } from './peers/graphile'
 import { PGBOSS_BEST, PGBOSS_DEFAULT, pgbossBulkSubmit, pgbossThroughput, preparePgBossDb } from './peers/pgboss'
 import { measureRaw } from './raw'
-import { summarizeResults } from './summary'
+import { summarizeResults, updateReadme } from './summary'
 import { step } from './progress'
 
 const cfg = loadBenchConfig(process.argv.slice(2))
@@ -83,6 +84,10 @@ mkdirSync(new URL('./results/', import.meta.url), { recursive: true })
 writeFileSync(new URL('./results/latest.json', import.meta.url), `${JSON.stringify(results.json, null, 2)}\n`)
 writeFileSync(new URL('./results/latest.md', import.meta.url), `${results.markdown}\n`)
 step(`done in ${results.json.durationSeconds} s; wrote bench/results/latest.json and latest.md`)
+if (process.argv.includes('--update-readme')) {
+  updateReadme(new URL('./README.md', import.meta.url), results.markdown)
+  step('updated the results section of bench/README.md')
+}
 console.log(results.markdown)
 console.log()
 console.log(JSON.stringify(results.json, null, 2))

@@ -1,3 +1,4 @@
+import { readFileSync, writeFileSync } from 'node:fs'
 import type { BenchConfig } from './config'
 import type { IdleLoad } from './idle'
 import type { LatencyResult } from './latency'
@@ -116,4 +117,16 @@ export function summarizeResults(d: RunData): { json: Record<string, any>; markd
     incomplete,
   }
   return { json, markdown }
+}
+
+const START = '<!-- results:start -->'
+const END = '<!-- results:end -->'
+
+/** Replaces what stands between the results markers of bench/README.md. */
+export function updateReadme(path: URL, markdown: string): void {
+  const text = readFileSync(path, 'utf8')
+  const a = text.indexOf(START)
+  const b = text.indexOf(END)
+  if (a < 0 || b < a) throw new Error(`${path.pathname} has no ${START} … ${END} section`)
+  writeFileSync(path, `${text.slice(0, a + START.length)}\n${markdown}\n${text.slice(b)}`)
 }

@@ -1,4 +1,4 @@
-import { type ChainClients, createChainClients } from './chain/clients'
+import type { ChainClients } from './chain/clients'
 import type { Config } from './config'
 import { createDb, type Database, type DbHandle, type Transaction } from './db/client'
 import type { WorkerJob } from './db/schema'
@@ -43,12 +43,18 @@ export function createServerApp(opts: {
   applicationName?: string
 }): ServerApp {
   const dbHandle = createDb(opts.config.DATABASE_URL, { max: opts.dbPoolSize, applicationName: opts.applicationName })
+  let chain: ChainClients | undefined
   return {
     config: opts.config,
     db: dbHandle.db,
     dbHandle,
     log: opts.log,
-    chain: createChainClients(opts.config),
+    // Built on first use: viem is the largest dependency, and a worker that never runs a chain job
+    // should not pay its memory. Bun's require loads the module synchronously.
+    get chain() {
+      chain ??= (require('./chain/clients') as typeof import('./chain/clients')).createChainClients(opts.config)
+      return chain
+    },
     registry: opts.registry,
     workerManager: createSubmitter(dbHandle.db, opts.registry),
   }

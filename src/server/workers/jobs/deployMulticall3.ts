@@ -1,5 +1,4 @@
 import { z } from 'zod'
-import { deployMulticall3 } from '../../chain/deployMulticall3'
 import { defineJob } from './types'
 
 /** Ensures Multicall3 at its canonical address; `forceRedeploy` is documented in docs/chain-jobs.md. */
@@ -8,6 +7,8 @@ export const deployMulticall3Job = defineJob({
   dataSchema: z.object({ forceRedeploy: z.boolean().optional() }).strict(),
   timeoutMs: 5 * 60_000,
   async run({ serverApp, log, job, signal }) {
+    // Imported on first run, so worker processes that never run chain jobs don't load viem.
+    const { deployMulticall3 } = await import('../../chain/deployMulticall3')
     return deployMulticall3(serverApp, { forceRedeploy: job.data.forceRedeploy, log, signal })
   },
 })

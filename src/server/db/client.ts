@@ -1,3 +1,5 @@
+import type { SQL } from 'drizzle-orm'
+import { PgDialect } from 'drizzle-orm/pg-core'
 import { drizzle, type PostgresJsDatabase } from 'drizzle-orm/postgres-js'
 import postgres from 'postgres'
 import * as schema from './schema'
@@ -22,4 +24,19 @@ export function createDb(url: string, opts: { max?: number; applicationName?: st
   })
   const db = drizzle(client, { schema })
   return { db, client, close: () => client.end({ timeout: 5 }) }
+}
+
+const dialect = new PgDialect()
+
+/**
+ * Runs a drizzle `sql` query (values bound as parameters) and returns raw rows. On the root database it
+ * runs as a named prepared statement: drizzle's own `execute` sends parameterised statements unprepared,
+ * which postgres.js pays for with an extra Describe round trip on every call, and the queue's statements
+ * run thousands of times a second. Inside a transaction it falls back to `execute`.
+ */
+export async function runQuery(db: Executor, query: SQL): Promise<Record<string, unknown>[]> {
+  const client = (db as { $client?: postgres.Sql }).$client
+  if (!client) return (await db.execute(query)) as unknown as Record<string, unknown>[]
+  const { sql: text, params } = dialect.sqlToQuery(query)
+  return client.unsafe(text, params as never[], { prepare: true })
 }

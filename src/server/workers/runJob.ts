@@ -17,52 +17,69 @@ export function errorResult(err: unknown): { error: string; name?: string; stack
   return { error: String(err) }
 }
 
+/** A job being run: `abort` stops it from outside (forced shutdown, lost lease). */
+export interface RunningJob {
+  job: WorkerJob
+  abort(reason: Error): void
+}
+
 /**
  * Runs one claimed job through the registry and turns whatever happens into an Outcome; it never throws.
  * The data is validated again here: a row inserted by hand (psql) never went through submitJob.
- * `stop` aborts the run from outside (forced shutdown, lost lease).
+ * `log` carries the workerId already (its base fields), so every job line names its worker.
  */
-export async function runJob(
+export function runJob(
   serverApp: ServerApp,
   registry: JobRegistry,
   job: WorkerJob,
-  // `log` carries the workerId already (its base fields), so every job line names its worker.
-  opts: { log: Logger; stop: AbortSignal },
+  log: Logger,
+): { running: RunningJob; outcome: Promise<Outcome> } {
+  const controller = new AbortController()
+  // Why a hand-made rejection instead of listening on the signal: a handler that ignores its signal must
+  // still not hold the job past its timeout, and one listener per job was a visible cost at 10k jobs/s.
+  let rejectAborted: (reason: Error) => void = () => {}
+  const aborted = new Promise<never>((_, reject) => {
+    rejectAborted = reject
+  })
+  const abort = (reason: Error) => {
+    controller.abort(reason)
+    rejectAborted(reason)
+  }
+  return { running: { job, abort }, outcome: execute(serverApp, registry, job, log, controller.signal, aborted, abort) }
+}
+
+async function execute(
+  serverApp: ServerApp,
+  registry: JobRegistry,
+  job: WorkerJob,
+  parentLog: Logger,
+  signal: AbortSignal,
+  aborted: Promise<never>,
+  abort: (reason: Error) => void,
 ): Promise<Outcome> {
   const started = performance.now()
-  const log = opts.log.child({ jobId: job.id, type: job.type })
+  const log = parentLog.child({ jobId: job.id, type: job.type })
   log.info({ attempt: job.attempt }, 'job started')
   let outcome: Outcome
-  const def = registry[job.type]
-  const controller = new AbortController()
-  const onStop = () => controller.abort(opts.stop.reason)
-  opts.stop.addEventListener('abort', onStop, { once: true })
   let timer: ReturnType<typeof setTimeout> | undefined
   try {
+    const def = registry[job.type]
     if (!def) throw new Error(`unknown job type "${job.type}"`)
     const data = def.dataSchema.safeParse(job.data ?? {})
     if (!data.success) {
       const issue = data.error.issues[0]!
       throw new Error(`invalid job data: data${issue.path.map((p: PropertyKey) => `.${String(p)}`).join('')}: ${issue.message}`)
     }
-    const aborted = new Promise<never>((_, reject) => {
-      controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true })
-    })
     if (def.timeoutMs !== undefined) {
       const ms = def.timeoutMs
-      timer = setTimeout(() => controller.abort(new JobTimeoutError(ms)), ms)
+      timer = setTimeout(() => abort(new JobTimeoutError(ms)), ms)
     }
-    // Why the race: a handler that ignores its signal must still not hold the job past its timeout.
-    const result = await Promise.race([
-      def.run({ serverApp, log, job: { ...job, data: data.data }, signal: controller.signal }),
-      aborted,
-    ])
+    const result = await Promise.race([def.run({ serverApp, log, job: { ...job, data: data.data }, signal }), aborted])
     outcome = { job, success: true, result: result ?? null }
   } catch (err) {
     outcome = { job, success: false, result: errorResult(err) }
   } finally {
     if (timer) clearTimeout(timer)
-    opts.stop.removeEventListener('abort', onStop)
   }
   const durationMs = Math.round((performance.now() - started) * 1000) / 1000
   if (outcome.success) log.info({ success: true, durationMs }, 'job finished')

@@ -3,7 +3,7 @@ import type { Logger } from '../log'
 import type { ServerApp } from '../serverApp'
 import { FinishBatcher } from './finishBatcher'
 import { claimJobs, extendLeases, nextDueTime } from './queue/claim'
-import { runJob } from './runJob'
+import { type RunningJob, runJob } from './runJob'
 
 export interface WorkerLoopOptions {
   workerId: string
@@ -22,9 +22,8 @@ export const JOBS_CHANNEL = 'worker_jobs'
  * It never holds a transaction while a handler runs, and never claims more than it has slots for.
  */
 export class WorkerLoop {
-  private readonly running = new Map<number, WorkerJob>()
+  private readonly running = new Map<number, RunningJob>()
   private readonly finisher: FinishBatcher
-  private stop = new AbortController()
   private stopping = false
   private wakeup: (() => void) | null = null
   private woken = false
@@ -79,8 +78,7 @@ export class WorkerLoop {
 
   /** Aborts every running job (forced shutdown); their outcomes are still recorded as failures. */
   abortAll(reason: string): void {
-    this.stop.abort(new Error(reason))
-    this.stop = new AbortController()
+    for (const r of this.running.values()) r.abort(new Error(reason))
   }
 
   private onIdle: (() => void)[] = []
@@ -156,11 +154,9 @@ export class WorkerLoop {
   }
 
   private startJob(job: WorkerJob): void {
-    this.running.set(job.id, job)
-    void runJob(this.serverApp, this.serverApp.registry, job, {
-      log: this.log,
-      stop: this.stop.signal,
-    }).then((outcome) => {
+    const { running, outcome: done } = runJob(this.serverApp, this.serverApp.registry, job, this.log)
+    this.running.set(job.id, running)
+    void done.then((outcome) => {
       this.running.delete(job.id)
       this.finisher.add(outcome)
       if (this.running.size === 0) for (const r of this.onIdle.splice(0)) r()

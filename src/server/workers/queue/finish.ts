@@ -1,5 +1,5 @@
 import { and, inArray, isNotNull, isNull, lt, sql } from 'drizzle-orm'
-import type { Database, Executor } from '../../db/client'
+import { type Database, type Executor, runQuery } from '../../db/client'
 import { type WorkerJob, workerJobs } from '../../db/schema'
 import { insertJobs, lockTags } from './insert'
 import { toJson } from './rows'
@@ -39,13 +39,16 @@ export async function finishJobs(db: Database, workerId: string, outcomes: reado
 
 async function markFinished(db: Executor, workerId: string, outcomes: readonly Outcome[]): Promise<Set<number>> {
   const batch = outcomes.map((o) => ({ id: o.job.id, success: o.success, result: o.result ?? null }))
-  const rows = await db.execute(sql`
+  const rows = await runQuery(
+    db,
+    sql`
     UPDATE worker_jobs AS j
     SET finished = now(), success = v.success, result = v.result,
         remove_at = now() + make_interval(secs => j.remove_delay), updated_at = now()
-    FROM jsonb_to_recordset(${toJson(batch)}::jsonb) AS v(id bigint, success boolean, result jsonb)
+    FROM jsonb_to_recordset(${toJson(batch)}::text::jsonb) AS v(id bigint, success boolean, result jsonb)
     WHERE j.id = v.id AND j.locked_by = ${workerId} AND j.finished IS NULL
-    RETURNING j.id`)
+    RETURNING j.id`,
+  )
   return new Set(rows.map((r) => Number(r.id)))
 }
 

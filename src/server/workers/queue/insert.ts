@@ -1,5 +1,5 @@
 import { sql } from 'drizzle-orm'
-import type { Executor } from '../../db/client'
+import { type Executor, runQuery } from '../../db/client'
 import type { WorkerJob } from '../../db/schema'
 import { toJson } from './rows'
 import type { NewJobRow } from './successor'
@@ -39,16 +39,19 @@ export async function insertJobs(
       opts.onTagConflict === 'skip'
         ? sql`ON CONFLICT (tag) WHERE tag IS NOT NULL AND started IS NULL AND finished IS NULL DO NOTHING`
         : sql``
-    const inserted = await db.execute(sql`
+    const inserted = await runQuery(
+      db,
+      sql`
       INSERT INTO worker_jobs (type, user_id, data, due, cron_schedule, auto_reschedule_on_failure,
         auto_reschedule_on_failure_delay, remove_delay, persistent, tag, attempt, max_attempts, rescheduled_from_job)
       SELECT type, user_id, data, due, cron_schedule, auto_reschedule_on_failure,
         auto_reschedule_on_failure_delay, remove_delay, persistent, tag, attempt, max_attempts, rescheduled_from_job
-      FROM jsonb_to_recordset(${toJson(chunk)}::jsonb) AS r(type text, user_id integer, data jsonb, due timestamptz,
+      FROM jsonb_to_recordset(${toJson(chunk)}::text::jsonb) AS r(type text, user_id integer, data jsonb, due timestamptz,
         cron_schedule text, auto_reschedule_on_failure boolean, auto_reschedule_on_failure_delay integer,
         remove_delay integer, persistent boolean, tag text, attempt integer, max_attempts integer, rescheduled_from_job bigint)
       ${conflict}
-      RETURNING id, tag, created_at`)
+      RETURNING id, tag, created_at`,
+    )
     out.push(...completeRows(rows.slice(i, i + CHUNK), inserted, opts.onTagConflict === 'skip'))
   }
   return out
@@ -106,5 +109,5 @@ export async function lockTags(tx: Executor, tags: Iterable<string | null>): Pro
   if (distinct.length === 0) return
   await tx.execute(sql`
     SELECT pg_advisory_xact_lock(hashtextextended('worker_jobs.tag:' || t, 0))
-    FROM jsonb_array_elements_text(${toJson(distinct)}::jsonb) AS t ORDER BY t`)
+    FROM jsonb_array_elements_text(${toJson(distinct)}::text::jsonb) AS t ORDER BY t`)
 }

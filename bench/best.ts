@@ -1,7 +1,9 @@
-/** Runs a throughput measurement `n` times and keeps the fastest; every run stays in the results. */
-export async function bestOf<T extends { jobsPerSec: number }>(n: number, run: (i: number) => Promise<T>): Promise<T & { runs: number[] }> {
+/** Runs a measurement `n` times and keeps the fastest by `rate`; every run's rate stays in the results. */
+export async function bestOf<T>(n: number, run: (i: number) => Promise<T>, rate: (t: T) => number): Promise<T & { runs: number[] }> {
   const all: T[] = []
   for (let i = 0; i < n; i++) all.push(await run(i))
-  const best = all.reduce((a, b) => (b.jobsPerSec > a.jobsPerSec ? b : a))
-  return { ...best, runs: all.map((r) => r.jobsPerSec) }
+  const best = all.reduce((a, b) => (rate(b) > rate(a) ? b : a))
+  return { ...best, runs: all.map(rate) }
 }
+
+export const jobsPerSec = (t: { jobsPerSec: number }) => t.jobsPerSec

@@ -25,7 +25,8 @@ interface Snapshot {
 const HZ = 100
 
 function machineJiffies(): { busy: number; total: number } {
-  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number)
+  // user nice system idle iowait irq softirq steal (guest time is already inside user, so it is left out).
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1, 9).map(Number)
   const total = f.reduce((a, b) => a + b, 0)
   const idle = (f[3] ?? 0) + (f[4] ?? 0)
   return { busy: total - idle, total }

@@ -45,6 +45,16 @@ export async function transactionCount(admin: postgres.Sql, dbName: string): Pro
   return Number(row?.n ?? 0)
 }
 
+/** VACUUM ANALYZE of a whole database, so earlier runs' dead rows and autovacuum do not weigh on the next scenario. */
+export async function vacuumDatabase(dbName: string): Promise<void> {
+  const db = connect(urlFor(dbName))
+  try {
+    await db`VACUUM ANALYZE`
+  } finally {
+    await db.end()
+  }
+}
+
 /** Postgres' own version string, for the report. */
 export async function serverVersion(): Promise<string> {
   const admin = connect(ADMIN_URL)

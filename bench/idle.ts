@@ -1,4 +1,4 @@
-import { ADMIN_URL, connect, sleep, transactionCount, urlFor } from './db'
+import { ADMIN_URL, connect, sleep, transactionCount, vacuumDatabase } from './db'
 import { round } from './stats'
 
 export interface IdleLoad {
@@ -15,12 +15,7 @@ export interface IdleLoad {
  * autovacuum visit per autovacuum_naptime.
  */
 export async function idleTransactions(dbName: string, windowMs: number, settleMs: number): Promise<IdleLoad> {
-  const db = connect(urlFor(dbName))
-  try {
-    await db`VACUUM ANALYZE`
-  } finally {
-    await db.end()
-  }
+  await vacuumDatabase(dbName)
   await sleep(settleMs)
   const admin = connect(ADMIN_URL)
   try {

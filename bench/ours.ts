@@ -4,7 +4,7 @@ import { createSubmitter } from '../src/server/serverApp'
 import { buildRegistry } from '../src/server/workers/jobs/registry'
 import { jobs as benchJobs } from './benchJobs'
 import type { BenchConfig } from './config'
-import { connect, recreateDatabase, sleep } from './db'
+import { connect, recreateDatabase, sleep, vacuumDatabase } from './db'
 import { idleTransactions, type IdleLoad } from './idle'
 import { measureLatency, type LatencyResult } from './latency'
 import { step } from './progress'
@@ -144,6 +144,7 @@ export async function oursThroughput(cfg: BenchConfig, url: string, server: Ours
 }
 
 export async function oursLatency(cfg: BenchConfig, url: string): Promise<LatencyResult> {
+  await vacuumDatabase(OURS_DB)
   const handle = createDb(url, { max: 1, applicationName: 'bench submitter' })
   const submitter = createSubmitter(handle.db, buildRegistry(benchJobs))
   try {

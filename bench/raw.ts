@@ -22,7 +22,7 @@ export interface RawResult {
  * fires on insert anyway), N due rows, and pgbench with two connections looping claim + finish batches of
  * 250 until the table is drained. Each client runs N / 250 / 2 transactions, so every claim is full.
  */
-export async function measureRaw(cfg: BenchConfig): Promise<RawResult> {
+export async function measureRaw(cfg: BenchConfig, label = 'raw'): Promise<RawResult> {
   const url = await recreateDatabase(RAW_DB)
   await runMigrations(url)
   const sql = connect(url)
@@ -30,10 +30,10 @@ export async function measureRaw(cfg: BenchConfig): Promise<RawResult> {
   const rows = Math.ceil(cfg.jobs / (BATCH * CLIENTS)) * BATCH * CLIENTS
   try {
     await sql`DROP TRIGGER IF EXISTS worker_jobs_notify_insert ON worker_jobs`
-    line.update(`raw: inserting ${rows.toLocaleString()} rows`)
+    line.update(`${label}: inserting ${rows.toLocaleString()} rows`)
     await sql`INSERT INTO worker_jobs (type, user_id, due) SELECT 'noop', 0, now() FROM generate_series(1, ${rows})`
     await sql`VACUUM ANALYZE worker_jobs`
-    line.update(`raw: pgbench, ${CLIENTS} clients, batches of ${BATCH}`)
+    line.update(`${label}: pgbench, ${CLIENTS} clients, batches of ${BATCH}`)
     const u = new URL(url)
     const t0 = performance.now()
     const proc = Bun.spawn(
@@ -50,7 +50,7 @@ export async function measureRaw(cfg: BenchConfig): Promise<RawResult> {
     const tps = /tps = ([\d.]+) \(without initial connection time\)/.exec(out)
     const rowsPerSec = tps ? Number(tps[1]) * BATCH : rows / seconds
     const res = { rows, seconds: round(rows / rowsPerSec, 3), rowsPerSec: round(rowsPerSec), clients: CLIENTS, batch: BATCH }
-    line.done(`raw: ${res.rowsPerSec.toLocaleString()} rows/s (${rows.toLocaleString()} rows in ${res.seconds} s)`)
+    line.done(`${label}: ${res.rowsPerSec.toLocaleString()} rows/s (${rows.toLocaleString()} rows in ${res.seconds} s)`)
     return res
   } finally {
     await sql.end()

@@ -9,7 +9,7 @@ import { mkdirSync, writeFileSync } from 'node:fs'
 import { loadavg } from 'node:os'
 import { loadBenchConfig } from './config'
 import { machineInfo } from './machine'
-import { bestOf } from './best'
+import { bestOf, jobsPerSec } from './best'
 import { clearRunRows, oursBulkSubmit, oursIdleCost, oursLatency, oursThroughput, prepareOursDb, resetOursTable, startOurs } from './ours'
 import { GRAPHILE_BEST, GRAPHILE_DEFAULT, graphileBulkSubmit, graphileLatency, graphileThroughput, prepareGraphileDb } from './peers/graphile'
 import { PGBOSS_BEST, PGBOSS_DEFAULT, pgbossBulkSubmit, pgbossThroughput, preparePgBossDb } from './peers/pgboss'
@@ -28,7 +28,7 @@ step(`machine: ${machine.cores} cores, Postgres ${machine.postgres}, Bun ${machi
 if (machine.loadAvgAtStart > 0.5) step('WARNING: the machine is already busy; other work distorts the figures')
 
 step('1/4 raw Postgres limit (pgbench)')
-const raw = await measureRaw(cfg)
+const raw = await bestOf(cfg.throughputRuns, (i) => measureRaw(cfg, `raw${runLabel(i)}`), (r) => r.rowsPerSec)
 
 step('2/4 ours')
 const oursUrl = await prepareOursDb()
@@ -38,7 +38,7 @@ let server = await startOurs(oursUrl)
 const oursEmpty = await bestOf(cfg.throughputRuns, async (i) => {
   if (i > 0) await resetOursTable(oursUrl)
   return oursThroughput(cfg, oursUrl, server, `ours: throughput, empty table${runLabel(i)}`)
-})
+}, jobsPerSec)
 const oursIdle = await oursIdleCost(cfg, server)
 const oursLat = await oursLatency(cfg, oursUrl)
 await server.stop()
@@ -48,14 +48,14 @@ server = await startOurs(oursUrl)
 const oursScale = await bestOf(cfg.throughputRuns, async (i) => {
   if (i > 0) await clearRunRows(oursUrl)
   return oursThroughput(cfg, oursUrl, server, `ours: throughput, ${cfg.preFinishedRows.toLocaleString()} finished rows${runLabel(i)}`)
-})
+}, jobsPerSec)
 await server.stop()
 
 step('3/4 graphile-worker')
 const gUrl = await prepareGraphileDb()
 const gBulk = await graphileBulkSubmit(cfg, gUrl)
 const gDefault = await graphileThroughput(cfg, gUrl, GRAPHILE_DEFAULT, 'graphile-worker default: throughput')
-const gBest = await bestOf(cfg.throughputRuns, (i) => graphileThroughput(cfg, gUrl, GRAPHILE_BEST, `graphile-worker best: throughput${runLabel(i)}`))
+const gBest = await bestOf(cfg.throughputRuns, (i) => graphileThroughput(cfg, gUrl, GRAPHILE_BEST, `graphile-worker best: throughput${runLabel(i)}`), jobsPerSec)
 const gLatDefault = await graphileLatency(cfg, gUrl, GRAPHILE_DEFAULT, 'graphile-worker default: pickup latency', {
   windowMs: cfg.idleWindowMs,
   settleMs: cfg.idleSettleMs,
@@ -66,7 +66,7 @@ step('4/4 pg-boss')
 const bUrl = await preparePgBossDb()
 const bBulk = await pgbossBulkSubmit(cfg, bUrl)
 const bDefault = await pgbossThroughput(cfg, bUrl, PGBOSS_DEFAULT, 'pg-boss default: throughput', cfg.slowDefaultCapMs)
-const bBest = await bestOf(cfg.throughputRuns, (i) => pgbossThroughput(cfg, bUrl, PGBOSS_BEST, `pg-boss best: throughput${runLabel(i)}`))
+const bBest = await bestOf(cfg.throughputRuns, (i) => pgbossThroughput(cfg, bUrl, PGBOSS_BEST, `pg-boss best: throughput${runLabel(i)}`), jobsPerSec)
 
 const results = summarizeResults({
   cfg,

@@ -1,6 +1,6 @@
 import { Logger as GraphileLogger, makeWorkerUtils, runMigrations } from 'graphile-worker'
 import type { BenchConfig } from '../config'
-import { connect, recreateDatabase } from '../db'
+import { connect, recreateDatabase, vacuumDatabase } from '../db'
 import { type LatencyResult, measureLatency } from '../latency'
 import { step } from '../progress'
 import { idleTransactions, type IdleLoad } from '../idle'
@@ -66,6 +66,7 @@ export async function graphileLatency(
   label: string,
   idle?: { windowMs: number; settleMs: number },
 ): Promise<{ latency: LatencyResult; idle?: IdleLoad; idleRssMb?: number }> {
+  await vacuumDatabase(GRAPHILE_DB)
   const worker = await startGraphile(url, config)
   const utils = await makeWorkerUtils({ connectionString: url, logger: quietLogger() })
   let released = false

@@ -61,7 +61,7 @@ const envSchema = z.object({
     .transform((v) => (v === 'cpus' ? availableParallelism() : Number(v)))
     .default(() => availableParallelism()),
   WORKER_LOG_LEVEL: logLevel.default('info'),
-  WORKER_CONCURRENCY: int(1, 10_000).default(100),
+  WORKER_CONCURRENCY: int(1, 10_000).default(250),
   WORKER_POLL_INTERVAL_MS: int(10).default(5000),
   WORKER_LEASE_MS: int(1000).default(30_000),
   WORKER_SHUTDOWN_TIMEOUT_MS: int(0).default(10_000),

@@ -29,6 +29,7 @@ export class WorkerLoop {
   private woken = false
   /** True when the last claim filled every slot: more work is probably waiting. */
   private backlog = false
+  private wakeScheduled = false
   private dueTimer: ReturnType<typeof setTimeout> | null = null
   private dueAt = Number.POSITIVE_INFINITY
   private timers: ReturnType<typeof setInterval>[] = []
@@ -162,7 +163,13 @@ export class WorkerLoop {
       if (this.running.size === 0) for (const r of this.onIdle.splice(0)) r()
       // A freed slot only matters when work is waiting; deferred so that jobs finishing in the same
       // tick free their slots together and the next claim is one batch, not one row at a time.
-      if (this.backlog) setImmediate(() => this.wake())
+      if (this.backlog && !this.wakeScheduled) {
+        this.wakeScheduled = true
+        setImmediate(() => {
+          this.wakeScheduled = false
+          this.wake()
+        })
+      }
     })
   }
 

@@ -8,7 +8,10 @@ export interface CpuUse {
   systemSeconds: number
   /** CPU seconds of all postgres processes (backends, walwriter, autovacuum...). */
   postgresSeconds: number
-  /** CPU seconds of everything else, the bench process included. High values mean a disturbed run. */
+  /**
+   * CPU seconds of everything else: kernel time charged to no process (softirq, I/O and fsync workers, which
+   * a system committing once per job causes itself), the bench process, and any other work on the machine.
+   */
   otherSeconds: number
   /** Share of the machine's CPU capacity in use during the window. */
   machineBusyPct: number

@@ -100,7 +100,7 @@ export function summarizeResults(d: RunData): { json: Record<string, any>; markd
     '|---|---:|---:|---:|---:|---:|---:|',
     ...cpuRuns.map(([name, t]) => `| ${name} | ${t.jobsPerSec.toLocaleString('en-US')} | ${t.seconds} | ${t.cpu.systemSeconds} | ${t.cpu.postgresSeconds} | ${t.cpu.otherSeconds} | ${t.cpu.machineBusyPct}% |`),
   ].join('\n')
-  const markdown = `${header}${markdownTable(rows)}\n\n### Targets\n\n${targetsTable(targets)}\n\n### Where the CPU went (${m.cores} cores; "everything else" includes the bench process and any other work on the machine)\n\n${cpuTable}\n`
+  const markdown = `${header}${markdownTable(rows)}\n\n### Targets\n\n${targetsTable(targets)}\n\n### Where the CPU went (${m.cores} cores; "everything else" is kernel time not charged to a process, such as softirq and I/O workers, plus the bench process and any other work on the machine)\n\n${cpuTable}\n`
   const json = {
     mode: d.cfg.quick ? 'quick' : 'full',
     command: d.command,

@@ -86,6 +86,7 @@ export function summarizeResults(d: RunData): { json: Record<string, any>; markd
     `Machine: ${m.cores} cores (${m.cpuModel}), ${m.memoryGb} GB, ${m.os}; PostgreSQL ${m.postgres}; Bun ${m.bun}. Load average ${m.loadAvgAtStart} at start, ${m.loadAvgAtEnd} at end.`,
     `Command: \`${d.command}\` (${d.durationSeconds} s). Ours: default configuration, WORKER_COUNT=2. ${d.cfg.jobs.toLocaleString()} jobs per throughput run, ${d.cfg.latencySamples.toLocaleString()} latency samples, ${d.cfg.preFinishedRows.toLocaleString()} pre-finished rows, ${d.cfg.idleWindowMs / 1000} s idle window.`,
     '',
+    '',
   ].join('\n')
   const cpuRuns: [string, ThroughputResult][] = [
     ['ours, empty table', o.empty],

@@ -138,4 +138,35 @@ describe('submitJob', () => {
     expect((rows[24_999]!.data as { i: number }).i).toBe(24_999)
     expect(await count()).toBe(25_000)
   })
+
+  test('the bulk (COPY) path keeps data exactly, ids and options included', async () => {
+    const tricky = { s: 'tab\there\nnew line \\ backslash "quote" \r ünï €', n: [1, 2.5, null], nested: { a: { b: true } } }
+    const inputs = Array.from({ length: 600 }, (_, i) => ({
+      type: 'noop',
+      userId: i,
+      data: { ...tricky, i },
+      due: new Date(Date.UTC(2030, 0, 1, 0, 0, i % 60)),
+      persistent: i % 2 === 0,
+      removeDelay: 60 + i,
+      autoRescheduleOnFailure: true,
+      autoRescheduleOnFailureDelay: 5,
+      maxAttempts: 3,
+      cronSchedule: i === 7 ? '0 0 * * *' : undefined,
+    }))
+    const returned = await app.workerManager.submitJobs(inputs)
+    const rows = await sql`SELECT * FROM worker_jobs ORDER BY id`
+    expect(rows).toHaveLength(600)
+    expect(returned.map((r) => r.id)).toEqual(rows.map((r) => Number(r.id)))
+    rows.forEach((r, i) => {
+      expect(r.data).toEqual({ ...tricky, i })
+      expect(r.user_id).toBe(i)
+      expect(new Date(r.due).toISOString()).toBe(inputs[i]!.due.toISOString())
+      expect(r.persistent).toBe(i % 2 === 0)
+      expect(r.remove_delay).toBe(60 + i)
+      expect(r.max_attempts).toBe(3)
+      expect(r.attempt).toBe(1)
+      expect(r.cron_schedule).toBe(i === 7 ? '0 0 * * *' : null)
+      expect(returned[i]!.data).toEqual({ ...tricky, i })
+    })
+  })
 })

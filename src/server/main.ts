@@ -1,14 +1,18 @@
 import { startServer } from './boot'
-import { ConfigError, type Config, loadConfig } from './config'
+import { ConfigError, type EnvConfig, loadEnvConfig } from './config'
+import { startDevServices } from './dev/services'
+import { createLogger } from './log'
 
 /**
- * Loads the config (a bad variable ends the process with exit code 1 and one line naming it), boots the
- * server, and wires SIGINT/SIGTERM to a graceful stop. A second signal exits at once.
+ * Loads the config (a bad variable ends the process with exit code 1 and one line naming it), starts the
+ * development services for an unset DATABASE_URL / CHAIN_RPC_URL, boots the server, and wires
+ * SIGINT/SIGTERM to a graceful stop: the server first, then the services its jobs were using. A second
+ * signal exits at once (the services' watchdogs then stop them).
  */
 export async function main(opts: { jobModules?: string[] } = {}): Promise<void> {
-  let config: Config
+  let env: EnvConfig
   try {
-    config = loadConfig()
+    env = loadEnvConfig()
   } catch (err) {
     if (err instanceof ConfigError) {
       console.error(err.message)
@@ -16,22 +20,32 @@ export async function main(opts: { jobModules?: string[] } = {}): Promise<void> 
     }
     throw err
   }
-  const server = await startServer(config, { jobModules: opts.jobModules })
-  server.ready.catch((err) => {
-    server.serverApp.log.fatal({ err }, 'boot failed')
+  const log = createLogger({ level: env.LOG_LEVEL, pretty: env.LOG_PRETTY })
+  const services = await startDevServices(env, log).catch((err) => {
+    log.fatal({ err }, 'could not start the development services')
+    process.exit(1)
+  })
+  const server = await startServer(services.config, { log, jobModules: opts.jobModules })
+  server.ready.catch(async (err) => {
+    log.fatal({ err }, 'boot failed')
+    await services.stop()
     process.exit(1)
   })
   let signals = 0
   for (const sig of ['SIGINT', 'SIGTERM'] as const) {
     process.on(sig, () => {
       if (++signals > 1) process.exit(1)
-      server.stop().then(
-        () => process.exit(0),
+      const code = server.stop().then(
+        () => 0,
         (err) => {
-          server.serverApp.log.error({ err }, 'shutdown failed')
-          process.exit(1)
+          log.error({ err }, 'shutdown failed')
+          return 1
         },
       )
+      code.then(async (c) => {
+        await services.stop()
+        process.exit(c)
+      })
     })
   }
 }

@@ -1,22 +1,10 @@
-import { existsSync } from 'node:fs'
-import { createServer } from 'node:net'
-import { arch, platform } from 'node:os'
-import { join } from 'node:path'
 import type { Subprocess } from 'bun'
 import { createTestClient, http, publicActions, walletActions } from 'viem'
+import { anvilBinary, rpcChainId } from '../../src/server/dev/localChain'
+import { freePort } from '../../src/server/dev/processes'
 
-const ROOT = new URL('../../', import.meta.url).pathname
-
-/**
- * The anvil binary from the npm package @foundry-rs/anvil. The native binary is run directly rather than
- * node_modules/.bin/anvil (a node wrapper), so killing our child kills anvil itself.
- */
-export function anvilBinary(): string {
-  const a = arch() === 'x64' ? 'amd64' : arch()
-  const native = join(ROOT, 'node_modules', '@foundry-rs', `anvil-${platform()}-${a}`, 'bin', 'anvil')
-  if (existsSync(native)) return native
-  return join(ROOT, 'node_modules', '.bin', 'anvil')
-}
+// The binary lookup and the port helper are shared with `npm start`'s local chain (src/server/dev).
+export { anvilBinary, freePort }
 
 /** Anvil's well-known dev accounts (mnemonic "test test … junk"): #0 is the server wallet's default key. */
 export const ANVIL_KEYS = [
@@ -26,17 +14,6 @@ export const ANVIL_KEYS = [
   '0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6',
   '0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a',
 ] as const
-
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer()
-    srv.once('error', reject)
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number }
-      srv.close(() => resolve(port))
-    })
-  })
-}
 
 export function anvilClient(url: string) {
   return createTestClient({ mode: 'anvil', transport: http(url, { retryCount: 0 }) })
@@ -52,16 +29,6 @@ export interface Anvil {
   proc: Subprocess
   client: AnvilClient
   stop(): Promise<void>
-}
-
-async function rpcChainId(url: string): Promise<string | null> {
-  const res = await fetch(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'eth_chainId', params: [] }),
-  })
-  const body = (await res.json()) as { result?: string }
-  return body.result ?? null
 }
 
 /** Starts anvil on a free port and waits until it answers eth_chainId (polling with a deadline). Stop it in afterAll. */

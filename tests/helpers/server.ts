@@ -10,9 +10,13 @@ export interface ServerProcess {
   stop(signal?: NodeJS.Signals): Promise<number>
 }
 
-/** Quiet defaults for tests: no chain jobs unless a test asks for them. */
+/**
+ * Quiet defaults for tests: no chain jobs unless a test asks for them. CHAIN_RPC_URL is set (to the old
+ * default, where nothing needs to listen) so that the server starts no local anvil of its own.
+ */
 export const TEST_ENV = {
   NODE_ENV: 'test',
+  CHAIN_RPC_URL: 'http://127.0.0.1:8545',
   HOST: '127.0.0.1',
   PORT: '0',
   LOG_LEVEL: 'info',

@@ -7,7 +7,7 @@ import { createLogger } from '../../src/server/log'
 import { createServerApp } from '../../src/server/serverApp'
 import { buildRegistry } from '../../src/server/workers/jobs/registry'
 import { createTestDatabase, type TestDatabase } from '../helpers/db'
-import { type ServerProcess, startServerProcess } from '../helpers/server'
+import { type ServerProcess, startServerProcess, TEST_ENV } from '../helpers/server'
 import { waitFor } from '../helpers/wait'
 import { gql, parsePrometheus, sampleKey as k, scrape } from './client'
 
@@ -134,7 +134,7 @@ describe('/metrics with no workers', () => {
   })
 
   test('two servers in one process each have their own registry', async () => {
-    const config = loadConfig({ DATABASE_URL: env.db.url, NODE_ENV: 'test' })
+    const config = loadConfig({ DATABASE_URL: env.db.url, CHAIN_RPC_URL: TEST_ENV.CHAIN_RPC_URL, NODE_ENV: 'test' })
     const log = createLogger({ level: 'silent' })
     const apps = [0, 1].map(() => createServerApp({ config, log, registry: buildRegistry(), dbPoolSize: 1 }))
     try {

@@ -129,7 +129,7 @@ describe('server process', () => {
     writeFileSync(join(dir, '.env.local'), 'PORT=3333\n')
     writeFileSync(
       join(dir, 'print.ts'),
-      `import { loadConfig } from ${JSON.stringify(`${ROOT}src/server/config.ts`)}\nconst c = loadConfig()\nconsole.log(JSON.stringify({ PORT: c.PORT, LOG_LEVEL: c.LOG_LEVEL, WORKER_LOG_LEVEL: c.WORKER_LOG_LEVEL, WORKER_COUNT: c.WORKER_COUNT }))\n`,
+      `import { loadEnvConfig } from ${JSON.stringify(`${ROOT}src/server/config.ts`)}\nconst c = loadEnvConfig()\nconsole.log(JSON.stringify({ PORT: c.PORT, LOG_LEVEL: c.LOG_LEVEL, WORKER_LOG_LEVEL: c.WORKER_LOG_LEVEL, WORKER_COUNT: c.WORKER_COUNT }))\n`,
     )
     const env: Record<string, string> = { PATH: process.env.PATH ?? '', NODE_ENV: 'development', WORKER_COUNT: '5' }
     const proc = Bun.spawn([process.execPath, 'print.ts'], { cwd: dir, env, stdout: 'pipe' })

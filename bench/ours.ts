@@ -41,6 +41,8 @@ export async function startOurs(url: string, extraEnv: Record<string, string> = 
     ...env,
     NODE_ENV: 'production',
     DATABASE_URL: url,
+    // Required in production; chain jobs are off here, so nothing has to listen on it.
+    CHAIN_RPC_URL: 'http://127.0.0.1:8545',
     HOST: '127.0.0.1',
     PORT: '0',
     WORKER_COUNT: String(WORKER_COUNT),

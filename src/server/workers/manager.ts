@@ -14,6 +14,16 @@ import type { SubmitJobInput } from './queue/submit'
 
 const CHILD_ENTRY = new URL('./child.ts', import.meta.url).pathname
 
+/**
+ * JavaScriptCore sizes its garbage-collected heap from the machine's RAM, so on a large server a busy
+ * child lets garbage pile up past 100 MB before collecting. forceRAMSize makes it size the heap as if
+ * the machine had WORKER_HEAP_HINT_MB: measured here, busy RSS went from about 105 MB to about 72 MB.
+ */
+function childEnv(heapHintMb: number): Record<string, string | undefined> {
+  if (heapHintMb === 0) return process.env
+  return { ...process.env, BUN_JSC_forceRAMSize: String(heapHintMb * 1_000_000) }
+}
+
 /** What /health shows for each child process. */
 export interface WorkerStatus {
   id: string
@@ -153,6 +163,7 @@ export class WorkerManager implements JobSubmitter {
     slot.workerId = `${hostname()}/${process.pid}/w${slot.index}/${randomUUID().slice(0, 8)}`
     const workerId = slot.workerId
     const proc = Bun.spawn([process.execPath, CHILD_ENTRY], {
+      env: childEnv(config.WORKER_HEAP_HINT_MB),
       stdio: ['ignore', 'inherit', 'inherit'],
       serialization: 'json',
       ipc: (msg: ToManager) => this.onMessage(slot, workerId, msg),

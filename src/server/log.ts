@@ -3,7 +3,7 @@ import pino, { type Logger } from 'pino'
 export type { Logger }
 
 /**
- * JSON lines by default; `pretty` (LOG_PRETTY=true, as `npm run dev` sets) renders them for a terminal.
+ * JSON lines by default (`time` in epoch milliseconds); `pretty` (LOG_PRETTY=true, as `npm run dev` sets) renders them for a terminal.
  * `buffered` (the worker children) collects the lines of one event-loop turn and writes them with a
  * single stdout write: two lines per job at tens of thousands of jobs a second made per-line writes the
  * largest CPU cost of a worker. Call `flushLogger` before exiting so nothing buffered is lost.
@@ -12,7 +12,8 @@ export function createLogger(opts: { level: string; pretty?: boolean; base?: Rec
   const options = {
     level: opts.level,
     base: opts.base ?? { pid: process.pid },
-    timestamp: pino.stdTimeFunctions.isoTime,
+    // pino's default `time` (epoch milliseconds): formatting an ISO string for every line cost more than
+    // the rest of the line at worker rates. pino-pretty and jq (`todate`) render it.
   }
   if (opts.pretty) return pino({ ...options, transport: { target: 'pino-pretty', options: { colorize: true } } })
   if (opts.buffered) return pino(options, batchedStdout())

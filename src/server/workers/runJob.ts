@@ -58,8 +58,10 @@ async function execute(
   abort: (reason: Error) => void,
 ): Promise<Outcome> {
   const started = performance.now()
-  const log = parentLog.child({ jobId: job.id, type: job.type })
-  log.info({ attempt: job.attempt }, 'job started')
+  // The start and end lines carry jobId and type themselves; the handler's child logger is only built if
+  // the handler asks for it (most jobs at high rates never log, and a child logger per job showed up).
+  parentLog.info({ jobId: job.id, type: job.type, attempt: job.attempt }, 'job started')
+  let handlerLog: Logger | undefined
   let outcome: Outcome
   let timer: ReturnType<typeof setTimeout> | undefined
   try {
@@ -74,7 +76,16 @@ async function execute(
       const ms = def.timeoutMs
       timer = setTimeout(() => abort(new JobTimeoutError(ms)), ms)
     }
-    const result = await Promise.race([def.run({ serverApp, log, job: { ...job, data: data.data }, signal }), aborted])
+    const params = {
+      serverApp,
+      get log() {
+        handlerLog ??= parentLog.child({ jobId: job.id, type: job.type })
+        return handlerLog
+      },
+      job: { ...job, data: data.data },
+      signal,
+    }
+    const result = await Promise.race([def.run(params), aborted])
     outcome = { job, success: true, result: result ?? null }
   } catch (err) {
     outcome = { job, success: false, result: errorResult(err) }
@@ -82,7 +93,8 @@ async function execute(
     if (timer) clearTimeout(timer)
   }
   const durationMs = Math.round((performance.now() - started) * 1000) / 1000
-  if (outcome.success) log.info({ success: true, durationMs }, 'job finished')
-  else log.warn({ success: false, durationMs, error: (outcome.result as { error: string }).error }, 'job finished')
+  const fields = { jobId: job.id, type: job.type, success: outcome.success, durationMs }
+  if (outcome.success) parentLog.info(fields, 'job finished')
+  else parentLog.warn({ ...fields, error: (outcome.result as { error: string }).error }, 'job finished')
   return outcome
 }

@@ -70,7 +70,7 @@ const envSchema = z.object({
   WORKER_LEASE_MS: int(1000).default(30_000),
   WORKER_SHUTDOWN_TIMEOUT_MS: int(0).default(10_000),
   WORKER_RESTART_MAX_BACKOFF_MS: int(0).default(30_000),
-  WORKER_HEAP_HINT_MB: int(0).default(48),
+  WORKER_HEAP_HINT_MB: int(0).default(80),
   CRON_REMOVE_OLD_WORKER_JOBS: cronOrOff.default('0 2 * * *'),
   CRON_WATCH_CHAIN: cronOrOff.default('*/30 * * * * *'),
   DEPLOY_MULTICALL3_ON_BOOT: bool.default(true),

@@ -34,7 +34,16 @@ export function runJob(
   job: WorkerJob,
   log: Logger,
 ): { running: RunningJob; outcome: Promise<Outcome> } {
-  const controller = new AbortController()
+  // The AbortController is made only when the handler reads `signal`; until then an abort is remembered.
+  let controller: AbortController | undefined
+  let abortReason: Error | undefined
+  const signal = () => {
+    if (!controller) {
+      controller = new AbortController()
+      if (abortReason) controller.abort(abortReason)
+    }
+    return controller.signal
+  }
   // Why a hand-made rejection instead of listening on the signal: a handler that ignores its signal must
   // still not hold the job past its timeout, and one listener per job was a visible cost at 10k jobs/s.
   let rejectAborted: (reason: Error) => void = () => {}
@@ -42,10 +51,11 @@ export function runJob(
     rejectAborted = reject
   })
   const abort = (reason: Error) => {
-    controller.abort(reason)
+    abortReason ??= reason
+    controller?.abort(reason)
     rejectAborted(reason)
   }
-  return { running: { job, abort }, outcome: execute(serverApp, registry, job, log, controller.signal, aborted, abort) }
+  return { running: { job, abort }, outcome: execute(serverApp, registry, job, log, signal, aborted, abort) }
 }
 
 async function execute(
@@ -53,7 +63,7 @@ async function execute(
   registry: JobRegistry,
   job: WorkerJob,
   parentLog: Logger,
-  signal: AbortSignal,
+  signal: () => AbortSignal,
   aborted: Promise<never>,
   abort: (reason: Error) => void,
 ): Promise<Outcome> {
@@ -83,7 +93,9 @@ async function execute(
         return handlerLog
       },
       job: { ...job, data: data.data },
-      signal,
+      get signal() {
+        return signal()
+      },
     }
     const result = await Promise.race([def.run(params), aborted])
     outcome = { job, success: true, result: result ?? null }

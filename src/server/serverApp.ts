@@ -4,7 +4,14 @@ import { createDb, type Database, type DbHandle, type Transaction } from './db/c
 import type { WorkerJob } from './db/schema'
 import type { Logger } from './log'
 import type { JobRegistry } from './workers/jobs/types'
-import { insertValidatedJobs, type SubmitJobInput, validateJobInput, validateJobInputs } from './workers/queue/submit'
+import { COPY_THRESHOLD, copyJobs } from './workers/queue/copyInsert'
+import {
+  insertValidatedJobs,
+  type SubmitJobInput,
+  validateJobInput,
+  validateJobInputSlices,
+  validateJobInputs,
+} from './workers/queue/submit'
 
 /** Submitting jobs: what resolvers and job handlers use. `tx` enrols the insert in the caller's transaction. */
 export interface JobSubmitter {
@@ -30,6 +37,11 @@ export function createSubmitter(db: Database, registry: JobRegistry): JobSubmitt
     },
     // async, so a validation error is a rejected promise like a database error, never a synchronous throw.
     async submitJobs(inputs, opts) {
+      // Large untagged batches outside a caller's transaction stream into COPY while being validated.
+      const untagged = Array.isArray(inputs) && inputs.every((i) => (i as { tag?: unknown } | null)?.tag == null)
+      if (!opts?.tx && untagged && inputs.length >= COPY_THRESHOLD) {
+        return copyJobs(db.$client, inputs.length, validateJobInputSlices(registry, inputs))
+      }
       return insertValidatedJobs(db, validateJobInputs(registry, inputs), opts)
     },
   }

@@ -169,4 +169,23 @@ describe('submitJob', () => {
       expect(returned[i]!.data).toEqual({ ...tricky, i })
     })
   })
+
+  test('a bad input deep inside a large (streamed COPY) submission writes nothing and names its field', async () => {
+    const inputs: Record<string, unknown>[] = Array.from({ length: 5000 }, () => ({ type: 'sleep', data: { ms: 1 } }))
+    inputs[4321] = { type: 'sleep', data: { ms: 'soon' } }
+    let err: unknown
+    try {
+      await app.workerManager.submitJobs(inputs as never)
+    } catch (e) {
+      err = e
+    }
+    expect(err).toBeInstanceOf(JobInputError)
+    expect((err as JobInputError).field).toBe('jobs[4321].data.ms')
+    expect(await count()).toBe(0)
+    // The connection is usable afterwards, and a good submission of the same size goes in whole.
+    inputs[4321] = { type: 'sleep', data: { ms: 2 } }
+    const rows = await app.workerManager.submitJobs(inputs as never)
+    expect(rows).toHaveLength(5000)
+    expect(await count()).toBe(5000)
+  })
 })

@@ -4,7 +4,7 @@ import { drizzle, type PostgresJsDatabase } from 'drizzle-orm/postgres-js'
 import postgres from 'postgres'
 import * as schema from './schema'
 
-export type Database = PostgresJsDatabase<typeof schema>
+export type Database = PostgresJsDatabase<typeof schema> & { $client: postgres.Sql }
 /** A drizzle transaction handle, as given to `db.transaction(async (tx) => …)`. */
 export type Transaction = Parameters<Parameters<Database['transaction']>[0]>[0]
 /** Anything that can run a query: the database itself or a transaction inside it. */

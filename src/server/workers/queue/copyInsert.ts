@@ -17,47 +17,71 @@ const bool = (v: boolean) => (v ? 't' : 'f')
 
 /**
  * Bulk path for submitJobs: COPY is Postgres's fastest way in, several times quicker than expanding a
- * jsonb parameter. COPY returns nothing, so the ids are drawn first from the identity sequence (in
- * order, inside the same transaction) and written explicitly. The insert trigger fires for COPY too:
- * one NOTIFY for the whole batch.
+ * json parameter. COPY returns nothing, so the ids are drawn first from the identity sequence (in order,
+ * inside the same transaction, as one array: one row per id cost several times more) and written
+ * explicitly. The insert trigger fires for COPY too: one NOTIFY for the whole submission.
+ *
+ * `slices` yields the rows a slice at a time and may throw (validation): each slice is sent into the one
+ * COPY stream before the next is produced, so validating slice n+1 overlaps Postgres ingesting slice n.
+ * A throw aborts the COPY and the transaction: a submission is inserted whole or not at all.
  */
-export async function copyJobs(client: postgres.Sql, rows: readonly NewJobRow[], chunkSize: number): Promise<WorkerJob[]> {
-  // One transaction for every chunk: a submission is inserted whole or not at all.
-  return client.begin(async (tx) => {
-    const out: WorkerJob[] = []
-    for (let i = 0; i < rows.length; i += chunkSize) out.push(...(await copyChunk(tx, rows.slice(i, i + chunkSize))))
-    return out
-  })
+export async function copyJobs(client: postgres.Sql, total: number, slices: Iterable<readonly NewJobRow[]>): Promise<WorkerJob[]> {
+  let failure: unknown
+  try {
+    return await client.begin(async (tx) => {
+      const [drawn] = await tx`
+        SELECT array_agg(nextval('worker_jobs_id_seq'::regclass))::text AS ids, now()::text AS now
+        FROM generate_series(1, ${total})`
+      const createdAt = new Date(String(drawn!.now))
+      const ids = String(drawn!.ids).slice(1, -1).split(',').map(Number)
+      const stream = await tx.unsafe(`COPY worker_jobs (${COLUMNS}) FROM STDIN`).writable()
+      const done = new Promise<void>((resolve, reject) => {
+        stream.on('error', reject)
+        stream.on('finish', () => resolve())
+      })
+      const out: WorkerJob[] = []
+      try {
+        for (const slice of slices) {
+          const first = out.length
+          let body = ''
+          slice.forEach((r, k) => {
+            body += encode(ids[first + k]!, r)
+            out.push(returned(r, ids[first + k]!, createdAt))
+          })
+          stream.write(body)
+          // Let the socket take the slice before producing the next one.
+          await new Promise((r) => setImmediate(r))
+        }
+      } catch (err) {
+        failure = err
+        stream.destroy(err instanceof Error ? err : new Error(String(err)))
+        await done.catch(() => {})
+        throw err
+      }
+      if (out.length !== total) throw new Error(`copyJobs: expected ${total} rows, got ${out.length}`)
+      stream.end()
+      await done
+      return out
+    })
+  } catch (err) {
+    // The caller's validation error, not the aborted COPY it caused.
+    throw failure ?? err
+  }
 }
 
-async function copyChunk(tx: postgres.TransactionSql, rows: readonly NewJobRow[]): Promise<WorkerJob[]> {
-  // One row holding an array: returning one row per id cost several times more than drawing them.
-  const [drawn] = await tx`
-    SELECT array_agg(nextval('worker_jobs_id_seq'::regclass))::text AS ids, now()::text AS now
-    FROM generate_series(1, ${rows.length})`
-  const createdAt = new Date(String(drawn!.now))
-  const ids = String(drawn!.ids).slice(1, -1).split(',').map(Number)
-  let body = ''
-  rows.forEach((r, i) => {
-    body += `${ids[i]}\t${text(r.type)}\t${r.userId}\t${text(toJson(r.data ?? {}))}\t${r.due.toISOString()}\t${text(r.cronSchedule)}\t${bool(r.autoRescheduleOnFailure)}\t${r.autoRescheduleOnFailureDelay}\t${r.removeDelay}\t${bool(r.persistent)}\t${text(r.tag)}\t${r.attempt}\t${num(r.maxAttempts)}\t${num(r.rescheduledFromJob)}\n`
-  })
-  const stream = await tx.unsafe(`COPY worker_jobs (${COLUMNS}) FROM STDIN`).writable()
-  await new Promise<void>((resolve, reject) => {
-    stream.on('error', reject)
-    stream.on('finish', () => resolve())
-    stream.end(body)
-  })
-  return rows.map((r, i) => ({
-    ...r,
-    id: ids[i]!,
-    started: null,
-    finished: null,
-    removeAt: null,
-    success: null,
-    result: null,
-    lockedBy: null,
-    leaseExpiresAt: null,
-    createdAt,
-    updatedAt: createdAt,
-  }))
-}
+const encode = (id: number, r: NewJobRow) =>
+  `${id}\t${text(r.type)}\t${r.userId}\t${text(toJson(r.data ?? {}))}\t${r.due.toISOString()}\t${text(r.cronSchedule)}\t${bool(r.autoRescheduleOnFailure)}\t${r.autoRescheduleOnFailureDelay}\t${r.removeDelay}\t${bool(r.persistent)}\t${text(r.tag)}\t${r.attempt}\t${num(r.maxAttempts)}\t${num(r.rescheduledFromJob)}\n`
+
+const returned = (r: NewJobRow, id: number, createdAt: Date): WorkerJob => ({
+  ...r,
+  id,
+  started: null,
+  finished: null,
+  removeAt: null,
+  success: null,
+  result: null,
+  lockedBy: null,
+  leaseExpiresAt: null,
+  createdAt,
+  updatedAt: createdAt,
+})

@@ -25,7 +25,7 @@ export async function insertJobs(
   const client = (db as { $client?: postgres.Sql }).$client
   // COPY only outside a caller's transaction and only when nothing can conflict: tagged rows need the
   // ON CONFLICT clause, and a transaction handle does not expose its connection.
-  if (client && rows.length >= COPY_THRESHOLD && rows.every((r) => r.tag === null)) return copyJobs(client, rows, CHUNK)
+  if (client && rows.length >= COPY_THRESHOLD && rows.every((r) => r.tag === null)) return copyJobs(client, rows.length, [rows])
   // Several statements must be one transaction, so a submission is inserted whole or not at all.
   if (client && rows.length > CHUNK) return (db as Database).transaction((tx) => insertJobs(tx, rows, opts))
   const out: WorkerJob[] = []

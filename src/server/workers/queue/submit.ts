@@ -95,6 +95,19 @@ export function validateJobInputs(registry: JobRegistry, inputs: readonly unknow
 }
 
 /**
+ * Validates `inputs` a slice at a time, for the streaming COPY path: fields are named `jobs[i].…` as in
+ * validateJobInputs. Only used for untagged submissions, so the duplicate-tag check has nothing to do.
+ */
+export function* validateJobInputSlices(registry: JobRegistry, inputs: readonly unknown[], size = 2_000): Generator<NewJobRow[]> {
+  const now = new Date()
+  for (let i = 0; i < inputs.length; i += size) {
+    const slice: NewJobRow[] = []
+    for (let k = i; k < Math.min(i + size, inputs.length); k++) slice.push(validateJobInput(registry, inputs[k], `jobs[${k}]`, now))
+    yield slice
+  }
+}
+
+/**
  * Inserts validated rows in one transaction: the caller's `tx` when given, so a rolled-back caller leaves
  * no job behind. Pending jobs that share a tag with a new one are cancelled, with a result naming the job
  * that replaced them.

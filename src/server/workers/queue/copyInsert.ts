@@ -1,6 +1,6 @@
 import type postgres from 'postgres'
 import type { WorkerJob } from '../../db/schema'
-import { toJson } from './rows'
+import { insertedRow, toJson } from './rows'
 import type { NewJobRow } from './successor'
 
 /** Below this many rows the one-statement INSERT is quicker than COPY's extra round trips. */
@@ -46,7 +46,7 @@ export async function copyJobs(client: postgres.Sql, total: number, slices: Iter
           let body = ''
           slice.forEach((r, k) => {
             body += encode(ids[first + k]!, r)
-            out.push(returned(r, ids[first + k]!, createdAt))
+            out.push(insertedRow(r, ids[first + k]!, createdAt))
           })
           stream.write(body)
           // Let the socket take the slice before producing the next one.
@@ -71,17 +71,3 @@ export async function copyJobs(client: postgres.Sql, total: number, slices: Iter
 
 const encode = (id: number, r: NewJobRow) =>
   `${id}\t${text(r.type)}\t${r.userId}\t${text(toJson(r.data ?? {}))}\t${r.due.toISOString()}\t${text(r.cronSchedule)}\t${bool(r.autoRescheduleOnFailure)}\t${r.autoRescheduleOnFailureDelay}\t${r.removeDelay}\t${bool(r.persistent)}\t${text(r.tag)}\t${r.attempt}\t${num(r.maxAttempts)}\t${num(r.rescheduledFromJob)}\n`
-
-const returned = (r: NewJobRow, id: number, createdAt: Date): WorkerJob => ({
-  ...r,
-  id,
-  started: null,
-  finished: null,
-  removeAt: null,
-  success: null,
-  result: null,
-  lockedBy: null,
-  leaseExpiresAt: null,
-  createdAt,
-  updatedAt: createdAt,
-})

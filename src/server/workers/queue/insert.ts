@@ -3,7 +3,7 @@ import type postgres from 'postgres'
 import { type Database, type Executor, runQuery } from '../../db/client'
 import type { WorkerJob } from '../../db/schema'
 import { COPY_THRESHOLD, copyJobs } from './copyInsert'
-import { toJson } from './rows'
+import { insertedRow, toJson } from './rows'
 import type { NewJobRow } from './successor'
 
 /** Rows per INSERT statement: big enough to amortise the round trip, small enough to keep one statement cheap. */
@@ -90,23 +90,7 @@ function completeRows(rows: readonly NewJobRow[], inserted: Record<string, unkno
     const kept = new Set(byId.map((r) => r.tag))
     source = rows.filter((r) => r.tag === null || kept.has(r.tag))
   }
-  return byId.map((db, k) => {
-    const r = source[k]!
-    const createdAt = toDate(db.createdAt)
-    return {
-      ...r,
-      id: db.id,
-      started: null,
-      finished: null,
-      removeAt: null,
-      success: null,
-      result: null,
-      lockedBy: null,
-      leaseExpiresAt: null,
-      createdAt,
-      updatedAt: createdAt,
-    }
-  })
+  return byId.map((db, k) => insertedRow(source[k]!, db.id, toDate(db.createdAt)))
 }
 
 /**

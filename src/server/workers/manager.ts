@@ -167,7 +167,7 @@ export class WorkerManager implements JobSubmitter {
       env: childEnv(config.WORKER_HEAP_HINT_MB),
       stdio: ['ignore', 'inherit', 'inherit'],
       serialization: 'json',
-      ipc: (msg: ToManager) => this.onMessage(slot, workerId, msg),
+      ipc: (msg: ToManager) => this.onMessage(workerId, msg),
     })
     slot.proc = proc
     slot.alive = true
@@ -185,10 +185,9 @@ export class WorkerManager implements JobSubmitter {
     }
   }
 
-  private onMessage(slot: Slot, workerId: string, msg: ToManager): void {
+  private onMessage(workerId: string, msg: ToManager): void {
     if (msg.type === 'ready') this.log.debug({ workerId }, 'worker ready')
     else if (msg.type === 'fatal') this.log.error({ workerId, error: msg.error }, 'worker failed to start')
-    void slot
   }
 
   private async onExit(slot: Slot, workerId: string, code: number | null, signal: unknown): Promise<void> {

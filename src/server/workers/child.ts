@@ -32,6 +32,12 @@ async function init(msg: Extract<ToChild, { type: 'init' }>): Promise<void> {
     pollIntervalMs: config.WORKER_POLL_INTERVAL_MS,
     leaseMs: config.WORKER_LEASE_MS,
   })
+  // Chain code (viem) loads on first use, but parsing it blocks the event loop for ~100-200 ms: when
+  // this server schedules chain jobs, load it before claiming anything so it never stalls running jobs.
+  if (config.CRON_WATCH_CHAIN || config.DEPLOY_MULTICALL3_ON_BOOT) {
+    await Promise.all([import('../chain/watcher'), import('../chain/deployMulticall3')])
+    void serverApp.chain
+  }
   await loop.start()
   log.info({ concurrency: config.WORKER_CONCURRENCY }, 'worker started')
   send({ type: 'ready', workerId })

@@ -29,6 +29,7 @@ function childEnv(heapHintMb: number): Record<string, string | undefined> {
 export interface WorkerStatus {
   id: string
   pid: number | null
+  /** The process runs and has reported ready (listening for jobs). */
   alive: boolean
   restarts: number
   runningJobs: number
@@ -39,7 +40,11 @@ interface Slot {
   index: number
   workerId: string
   proc: Subprocess<'ignore', 'inherit', 'inherit'> | null
-  alive: boolean
+  /** The process is running. */
+  running: boolean
+  /** It has connected and listens for jobs. */
+  ready: boolean
+  onReady: () => void
   restarts: number
   consecutiveCrashes: number
   startedAt: Date | null
@@ -95,7 +100,9 @@ export class WorkerManager implements JobSubmitter {
         index: i,
         workerId: '',
         proc: null,
-        alive: false,
+        running: false,
+        ready: false,
+        onReady: () => {},
         restarts: 0,
         consecutiveCrashes: 0,
         startedAt: null,
@@ -103,8 +110,12 @@ export class WorkerManager implements JobSubmitter {
         exited: Promise.resolve(),
       }
       this.slots.push(slot)
-      this.spawn(slot)
     }
+    // Boot is done when the children listen: a job inserted after "server ready" is picked up at once.
+    await Promise.race([
+      Promise.all(this.slots.map((slot) => new Promise<void>((resolve) => this.spawn(slot, resolve)))),
+      new Promise((r) => setTimeout(r, 30_000)),
+    ])
     // Any live server rescues jobs whose server died without a word (lease expired).
     const every = Math.max(1000, Math.floor(config.WORKER_LEASE_MS / 2))
     this.rescueTimer = setInterval(() => void this.rescueExpiredLeases(), every)
@@ -116,13 +127,13 @@ export class WorkerManager implements JobSubmitter {
     this.stopping = true
     if (this.rescueTimer) clearInterval(this.rescueTimer)
     for (const s of this.slots) if (s.restartTimer) clearTimeout(s.restartTimer)
-    const live = this.slots.filter((s) => s.alive && s.proc)
+    const live = this.slots.filter((s) => s.running && s.proc)
     for (const s of live) this.sendTo(s, { type: 'drain' })
     const all = Promise.all(live.map((s) => s.exited))
     const timeout = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), this.serverApp.config.WORKER_SHUTDOWN_TIMEOUT_MS))
     if ((await Promise.race([all, timeout])) === 'timeout') {
       this.log.warn('workers did not drain in time; killing them')
-      for (const s of live) if (s.alive) s.proc?.kill('SIGKILL')
+      for (const s of live) if (s.running) s.proc?.kill('SIGKILL')
       await all
     }
   }
@@ -132,7 +143,7 @@ export class WorkerManager implements JobSubmitter {
     return this.slots.map((s) => ({
       id: s.workerId,
       pid: s.proc?.pid ?? null,
-      alive: s.alive,
+      alive: s.running && s.ready,
       restarts: s.restarts,
       runningJobs: 0,
       startedAt: s.startedAt?.toISOString() ?? null,
@@ -155,10 +166,10 @@ export class WorkerManager implements JobSubmitter {
   }
 
   get aliveCount(): number {
-    return this.slots.filter((s) => s.alive).length
+    return this.slots.filter((s) => s.running && s.ready).length
   }
 
-  private spawn(slot: Slot): void {
+  private spawn(slot: Slot, onReady: () => void = () => {}): void {
     const { config } = this.serverApp
     // A fresh id per process: rows held by a dead child can never be mistaken for its successor's.
     slot.workerId = `${hostname()}/${process.pid}/w${slot.index}/${randomUUID().slice(0, 8)}`
@@ -167,10 +178,12 @@ export class WorkerManager implements JobSubmitter {
       env: childEnv(config.WORKER_HEAP_HINT_MB),
       stdio: ['ignore', 'inherit', 'inherit'],
       serialization: 'json',
-      ipc: (msg: ToManager) => this.onMessage(workerId, msg),
+      ipc: (msg: ToManager) => this.onMessage(slot, workerId, msg),
     })
     slot.proc = proc
-    slot.alive = true
+    slot.running = true
+    slot.ready = false
+    slot.onReady = onReady
     slot.startedAt = new Date()
     slot.exited = proc.exited.then((code) => this.onExit(slot, workerId, code, proc.signalCode))
     this.sendTo(slot, { type: 'init', workerId, config, jobModules: this.jobModules })
@@ -185,13 +198,18 @@ export class WorkerManager implements JobSubmitter {
     }
   }
 
-  private onMessage(workerId: string, msg: ToManager): void {
-    if (msg.type === 'ready') this.log.debug({ workerId }, 'worker ready')
-    else if (msg.type === 'fatal') this.log.error({ workerId, error: msg.error }, 'worker failed to start')
+  private onMessage(slot: Slot, workerId: string, msg: ToManager): void {
+    if (msg.type === 'ready' && slot.workerId === workerId) {
+      slot.ready = true
+      slot.onReady()
+      this.log.debug({ workerId }, 'worker ready')
+    } else if (msg.type === 'fatal') this.log.error({ workerId, error: msg.error }, 'worker failed to start')
   }
 
   private async onExit(slot: Slot, workerId: string, code: number | null, signal: unknown): Promise<void> {
-    slot.alive = false
+    slot.running = false
+    slot.ready = false
+    slot.onReady()
     const livedMs = Date.now() - (slot.startedAt?.getTime() ?? Date.now())
     const level = this.stopping && code === 0 ? 'info' : 'warn'
     this.log[level]({ workerId, code, signal, livedMs }, 'worker exited')

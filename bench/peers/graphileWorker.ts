@@ -5,6 +5,7 @@
  */
 import { run } from 'graphile-worker'
 import { type ProbeData, reportProbeStart } from '../probe'
+import { stopOnSignal } from './stopOnSignal'
 
 export interface GraphileOptions {
   connectionString: string
@@ -32,14 +33,4 @@ const runner = await run({
 })
 process.send?.({ type: 'ready' })
 
-let stopping = false
-for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(sig, () => {
-    if (stopping) process.exit(1)
-    stopping = true
-    runner.stop().then(
-      () => process.exit(0),
-      () => process.exit(1),
-    )
-  })
-}
+stopOnSignal(() => runner.stop())

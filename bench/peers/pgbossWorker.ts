@@ -3,6 +3,7 @@
  * `work` are the options passed to boss.work (left out: pg-boss's defaults). Constructor at its defaults.
  */
 import { PgBoss, type WorkOptions } from 'pg-boss'
+import { stopOnSignal } from './stopOnSignal'
 
 export interface PgBossOptions {
   connectionString: string
@@ -18,14 +19,4 @@ if (opts.work) await boss.work('noop', opts.work, noop)
 else await boss.work('noop', noop)
 process.send?.({ type: 'ready' })
 
-let stopping = false
-for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(sig, () => {
-    if (stopping) process.exit(1)
-    stopping = true
-    boss.stop({ graceful: true, timeout: 10_000 }).then(
-      () => process.exit(0),
-      () => process.exit(1),
-    )
-  })
-}
+stopOnSignal(() => boss.stop({ graceful: true, timeout: 10_000 }))

@@ -1,6 +1,6 @@
 import { availableParallelism } from 'node:os'
-import { Cron } from 'croner'
 import { z } from 'zod'
+import { isValidCron } from './workers/cron'
 
 /**
  * The whole environment of the server, validated once at boot. This is the only module that reads
@@ -32,16 +32,6 @@ const cronOrOff = z
   .refine((v) => v === 'off' || isValidCron(v), { message: 'expected a 5- or 6-field cron expression or "off"' })
   .transform((v) => (v === 'off' ? null : v))
 
-export function isValidCron(expr: string): boolean {
-  const fields = expr.trim().split(/\s+/).length
-  if (fields < 5 || fields > 6) return false
-  try {
-    new Cron(expr, { paused: true })
-    return true
-  } catch {
-    return false
-  }
-}
 
 const hexKey = z.string().regex(/^0x[0-9a-fA-F]{64}$/, { message: 'expected a 0x-prefixed 32-byte hex private key' })
 

@@ -23,7 +23,7 @@ const job = (over: Partial<WorkerJob> = {}): WorkerJob => ({
   persistent: false,
   tag: null,
   attempt: 1,
-  maxAttempts: null,
+  maxAttempts: 25,
   rescheduledFromJob: null,
   lockedBy: 'w',
   leaseExpiresAt: null,

@@ -16,11 +16,24 @@ export interface DbHandle {
   close(): Promise<void>
 }
 
-export function createDb(url: string, opts: { max?: number; applicationName?: string } = {}): DbHandle {
+export interface DbOptions {
+  max?: number
+  applicationName?: string
+  /** Give up connecting after this long (postgres.js waits forever by default). */
+  connectTimeoutMs?: number
+  /** Postgres cancels any statement of this pool that runs longer (0: no limit). */
+  statementTimeoutMs?: number
+}
+
+export function createDb(url: string, opts: DbOptions = {}): DbHandle {
   const client = postgres(url, {
     max: opts.max ?? 10,
     onnotice: () => {},
-    connection: { application_name: opts.applicationName ?? 'dapp-server' },
+    connect_timeout: Math.max(1, Math.ceil((opts.connectTimeoutMs ?? 10_000) / 1000)),
+    connection: {
+      application_name: opts.applicationName ?? 'dapp-server',
+      ...(opts.statementTimeoutMs ? { statement_timeout: opts.statementTimeoutMs } : {}),
+    },
   })
   const db = drizzle(client, { schema })
   return { db, client, close: () => client.end({ timeout: 5 }) }

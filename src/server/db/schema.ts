@@ -1,4 +1,5 @@
 import { sql } from 'drizzle-orm'
+import { FINISHED_TEXT, PENDING_TEXT, RUNNING_TEXT } from '../workers/queue/states'
 import {
   bigint,
   boolean,
@@ -43,9 +44,13 @@ export const workerJobs = pgTable(
     persistent: boolean('persistent').notNull().default(false),
     tag: text('tag'),
     attempt: integer('attempt').notNull().default(1),
-    maxAttempts: integer('max_attempts'),
+    // Every job is bounded: retries and interruptions stop at max_attempts (default 25).
+    maxAttempts: integer('max_attempts').notNull().default(25),
     rescheduledFromJob: bigint('rescheduled_from_job', { mode: 'number' }),
     lockedBy: text('locked_by'),
+    // Why the last attempt of a row that went back to pending ended (interrupted by a crash, a lost lease,
+    // a shutdown); the row's history in one column, since an interrupted job keeps its id.
+    lastError: text('last_error'),
     leaseExpiresAt: tstz('lease_expires_at'),
     createdAt: tstz('created_at').notNull().defaultNow(),
     updatedAt: tstz('updated_at').notNull().defaultNow(),
@@ -53,25 +58,33 @@ export const workerJobs = pgTable(
   (t) => [
     // The claim scans this index in (due, id) order and stops at the first row not yet due, so its cost
     // does not grow with the number of finished rows kept for inspection.
-    index('worker_jobs_claim_idx')
-      .on(t.due, t.id)
-      .where(sql`${t.started} IS NULL AND ${t.finished} IS NULL`),
-    // At most one pending job per tag (a cron's next run, a deduplicated submit).
+    index('worker_jobs_claim_idx').on(t.due, t.id).where(sql.raw(PENDING_TEXT)),
+    // At most one pending job per tag and user: a user's tags are that user's own (built-in schedules use
+    // user 0 and the reserved `system:` prefix, which submitJob refuses).
     uniqueIndex('worker_jobs_pending_tag_uidx')
-      .on(t.tag)
-      .where(sql`${t.tag} IS NOT NULL AND ${t.started} IS NULL AND ${t.finished} IS NULL`),
+      .on(t.userId, t.tag)
+      .where(sql.raw(`tag IS NOT NULL AND ${PENDING_TEXT}`)),
     // The rescuer looks for running rows whose lease has expired.
-    index('worker_jobs_running_lease_idx')
-      .on(t.leaseExpiresAt)
-      .where(sql`${t.started} IS NOT NULL AND ${t.finished} IS NULL`),
+    index('worker_jobs_running_lease_idx').on(t.leaseExpiresAt).where(sql.raw(RUNNING_TEXT)),
     // Cleanup deletes finished, non-persistent rows by remove_at.
-    index('worker_jobs_remove_at_idx')
-      .on(t.removeAt)
-      .where(sql`${t.finished} IS NOT NULL AND ${t.persistent} = false`),
+    index('worker_jobs_remove_at_idx').on(t.removeAt).where(sql.raw(`${FINISHED_TEXT} AND persistent = false`)),
   ],
 )
 
 export type WorkerJob = typeof workerJobs.$inferSelect
+
+/**
+ * The servers sharing this database, each refreshed by its manager: which job types it can run (a job
+ * that no live server registers stays pending and is reported; see workers/queue/unrunnable.ts).
+ */
+export const workerServers = pgTable('worker_servers', {
+  id: text('id').primaryKey(),
+  hostname: text('hostname').notNull(),
+  pid: integer('pid').notNull(),
+  jobTypes: text('job_types').array().notNull(),
+  startedAt: tstz('started_at').notNull().defaultNow(),
+  lastSeenAt: tstz('last_seen_at').notNull().defaultNow(),
+})
 
 export const users = pgTable(
   'users',

@@ -1,7 +1,7 @@
 import { and, desc, eq, type SQL } from 'drizzle-orm'
 import type { Database } from '../db/client'
 import { type WorkerJob, workerJobs } from '../db/schema'
-import { type JobStatus, STATUS_WHERE } from './jobStatus'
+import { type JobStatus, STATUS_WHERE } from '../workers/queue/states'
 
 /** Read-only queries behind the GraphQL API. Writes go through workerManager.submitJob, never here. */
 

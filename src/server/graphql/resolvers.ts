@@ -3,8 +3,8 @@ import type { WorkerJob } from '../db/schema'
 import type { ServerApp } from '../serverApp'
 import { JobInputError, type SubmitJobInput } from '../workers/queue/submit'
 import { findJob, listJobs } from './jobQueries'
-import type { JobStatus } from './jobStatus'
-import { statusOf } from './jobStatus'
+import type { JobStatus } from '../workers/queue/states'
+import { statusOf } from '../workers/queue/states'
 import { DateTimeScalar, JSONScalar, parseIsoDateTime } from './scalars'
 
 /**

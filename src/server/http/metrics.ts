@@ -2,7 +2,7 @@ import { sql } from 'drizzle-orm'
 import { Counter, Gauge, Registry } from 'prom-client'
 import type { Database } from '../db/client'
 import { workerJobs } from '../db/schema'
-import { STATUS_WHERE } from '../graphql/jobStatus'
+import { STATUS_WHERE } from '../workers/queue/states'
 import type { ServerApp } from '../serverApp'
 import type { WorkerManager } from '../workers/manager'
 

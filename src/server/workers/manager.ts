@@ -262,7 +262,7 @@ export class WorkerManager implements JobSubmitter {
         persistent: false,
         tag: type,
         attempt: 1,
-        maxAttempts: null,
+        maxAttempts: 25,
         rescheduledFromJob: null,
       })
       this.log.info({ type, schedule, ...res }, 'cron job seeded')

@@ -69,6 +69,7 @@ export async function claimJobs(
       success: null,
       result: null,
       lockedBy: opts.workerId,
+      lastError: null,
       leaseExpiresAt: new Date(started.getTime() + opts.leaseMs),
       createdAt: new Date(t[15]),
       updatedAt: started,

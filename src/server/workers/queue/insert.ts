@@ -47,7 +47,7 @@ export async function insertJobs(
     }))
     const conflict =
       opts.onTagConflict === 'skip'
-        ? sql`ON CONFLICT (tag) WHERE tag IS NOT NULL AND started IS NULL AND finished IS NULL DO NOTHING`
+        ? sql`ON CONFLICT (user_id, tag) WHERE tag IS NOT NULL AND started IS NULL AND finished IS NULL DO NOTHING`
         : sql``
     const inserted = await runQuery(
       db,

@@ -25,6 +25,7 @@ export function insertedRow(r: NewJobRow, id: number, createdAt: Date): WorkerJo
     success: null,
     result: null,
     lockedBy: null,
+    lastError: null,
     leaseExpiresAt: null,
     createdAt,
     updatedAt: createdAt,

@@ -1,14 +1,15 @@
 import { and, eq, inArray, isNull, sql } from 'drizzle-orm'
 import { z } from 'zod'
-import { isValidCron } from '../../config'
 import type { Database, Executor, Transaction } from '../../db/client'
 import { type WorkerJob, workerJobs } from '../../db/schema'
-import { nextCronRun } from '../cron'
+import { isValidCron, nextCronRun } from '../cron'
 import type { JobRegistry } from '../jobs/types'
 import { insertJobs, lockTags } from './insert'
 import type { NewJobRow } from './successor'
 
 export const DEFAULT_REMOVE_DELAY_SECONDS = 7 * 24 * 3600
+/** Every job is bounded (as River's default): retries and interruptions stop here unless the submitter says otherwise. */
+export const DEFAULT_MAX_ATTEMPTS = 25
 
 /** What callers pass to submitJob. Delays are in seconds, as in the spec. */
 export const submitJobInput = z
@@ -19,7 +20,7 @@ export const submitJobInput = z
     due: z.coerce.date().optional(),
     cronSchedule: z
       .string()
-      .refine(isValidCron, { message: 'expected a 5- or 6-field cron expression' })
+      .refine(isValidCron, { message: 'expected a 5- or 6-field cron expression with a future run' })
       .nullish(),
     autoRescheduleOnFailure: z.boolean().default(false),
     autoRescheduleOnFailureDelay: z.number().int().min(0, { message: 'must be >= 0 seconds' }).default(0),
@@ -75,7 +76,7 @@ export function validateJobInput(registry: JobRegistry, input: unknown, prefix =
     persistent: v.persistent,
     tag: v.tag ?? null,
     attempt: 1,
-    maxAttempts: v.maxAttempts ?? null,
+    maxAttempts: v.maxAttempts ?? DEFAULT_MAX_ATTEMPTS,
     rescheduledFromJob: null,
   }
 }

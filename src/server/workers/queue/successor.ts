@@ -3,7 +3,7 @@ import { nextCronRun } from '../cron'
 
 export type NewJobRow = Omit<
   WorkerJob,
-  'id' | 'started' | 'finished' | 'removeAt' | 'success' | 'result' | 'lockedBy' | 'leaseExpiresAt' | 'createdAt' | 'updatedAt'
+  'id' | 'started' | 'finished' | 'removeAt' | 'success' | 'result' | 'lockedBy' | 'lastError' | 'leaseExpiresAt' | 'createdAt' | 'updatedAt'
 >
 
 /**

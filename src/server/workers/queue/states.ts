@@ -1,0 +1,36 @@
+import { type SQL, sql } from 'drizzle-orm'
+// Type-only: db/schema.ts imports the predicate texts below for its partial indexes.
+import type { WorkerJob } from '../../db/schema'
+
+/**
+ * The one owner of the job states. A row's state is derived from its columns; every query in the project
+ * uses these predicates instead of spelling the columns out, so a rule changes in one place:
+ *   pending   started IS NULL AND finished IS NULL      (waiting for its due time or a worker)
+ *   running   started IS NOT NULL AND finished IS NULL  (held by locked_by until lease_expires_at)
+ *   finished  finished IS NOT NULL                      (success tells the outcome; a cancelled row failed)
+ * The partial indexes in db/schema.ts use the same text.
+ */
+export type JobStatus = 'PENDING' | 'RUNNING' | 'SUCCEEDED' | 'FAILED'
+
+/** Unqualified predicates, for statements whose FROM has one jobs table (claim, finish, rescue, filters). */
+export const PENDING_TEXT = 'started IS NULL AND finished IS NULL'
+export const RUNNING_TEXT = 'started IS NOT NULL AND finished IS NULL'
+export const FINISHED_TEXT = 'finished IS NOT NULL'
+/** The same as SQL fragments: partial index definitions and ON CONFLICT targets need the text verbatim. */
+export const PENDING = sql.raw(PENDING_TEXT)
+export const RUNNING = sql.raw(RUNNING_TEXT)
+export const FINISHED = sql.raw(FINISHED_TEXT)
+
+/** The condition of each status, for single-table queries; GraphQL and /metrics share these. */
+export const STATUS_WHERE: Record<JobStatus, SQL> = {
+  PENDING,
+  RUNNING,
+  SUCCEEDED: sql.raw(`${FINISHED_TEXT} AND success IS TRUE`),
+  // A job cancelled by a newer one with its tag is finished with success = false: it counts as failed.
+  FAILED: sql.raw(`${FINISHED_TEXT} AND success IS NOT TRUE`),
+}
+
+export function statusOf(job: Pick<WorkerJob, 'started' | 'finished' | 'success'>): JobStatus {
+  if (job.finished) return job.success === true ? 'SUCCEEDED' : 'FAILED'
+  return job.started ? 'RUNNING' : 'PENDING'
+}

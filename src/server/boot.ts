@@ -1,5 +1,7 @@
+import { isIP } from 'node:net'
 import type { Server } from 'bun'
-import type { Config } from './config'
+import { type Config, ConfigError } from './config'
+import { checkConnectionBudget } from './db/budget'
 import { runMigrations } from './db/migrate'
 import { createHttpApp } from './http/app'
 import { createLogger, type Logger } from './log'
@@ -26,20 +28,30 @@ export interface RunningServer {
 export async function startServer(config: Config, opts: { log?: Logger; jobModules?: string[] } = {}): Promise<RunningServer> {
   const log = opts.log ?? createLogger({ level: config.LOG_LEVEL, pretty: config.LOG_PRETTY })
   const registry = buildRegistry(await loadJobModules(opts.jobModules ?? []))
-  const serverApp = createServerApp({ config, log, registry })
+  const serverApp = createServerApp({ config, log, registry, dbPoolSize: config.DB_POOL_SIZE })
   const workerManager = new WorkerManager(serverApp, { jobModules: opts.jobModules })
   serverApp.workerManager = workerManager
-  const app = createHttpApp(serverApp, workerManager).listen({ hostname: config.HOST, port: config.PORT })
+  let app: ReturnType<typeof createHttpApp>
+  try {
+    // Elysia turns reusePort on by default, and with it a second server on a taken port starts silently
+    // and shares the traffic; off, the port being taken is an error.
+    app = createHttpApp(serverApp, workerManager).listen({ hostname: config.HOST, port: config.PORT, reusePort: false })
+  } catch (err) {
+    await serverApp.dbHandle.close()
+    throw listenError(err, config)
+  }
   const http = app.server!
-  const url = `http://${config.HOST === '0.0.0.0' ? '127.0.0.1' : config.HOST}:${http.port}`
+  const url = `http://${urlHost(config.HOST)}:${http.port}`
   log.info({ url, workers: config.WORKER_COUNT }, 'server listening')
 
   let stopped = false
   const ready = (async () => {
     await untilDatabaseReachable(() => runMigrations(config.DATABASE_URL), log, () => stopped)
     if (stopped) return
+    // Before any child opens its pools: a budget that cannot fit fails here, in one line.
+    const connections = await checkConnectionBudget(serverApp.dbHandle.client, config)
     await workerManager.start()
-    log.info({ url, workers: config.WORKER_COUNT }, 'server ready')
+    log.info({ url, workers: config.WORKER_COUNT, connections: connections.needed, connectionsFree: connections.free }, 'server ready')
   })()
 
   let stopping: Promise<void> | null = null
@@ -61,6 +73,28 @@ export async function startServer(config: Config, opts: { log?: Logger; jobModul
       })()
       return stopping
     },
+  }
+}
+
+/** The host part of the server's URL: a wildcard address is reached on loopback; IPv6 goes in brackets. */
+function urlHost(host: string): string {
+  if (host === '0.0.0.0') return '127.0.0.1'
+  if (host === '::') return '[::1]'
+  return isIP(host) === 6 ? `[${host}]` : host
+}
+
+/** The listen errors an operator fixes in HOST/PORT, as one line; anything else as it is. */
+function listenError(err: unknown, config: Config): unknown {
+  const where = `PORT ${config.PORT} on ${config.HOST}`
+  switch ((err as { code?: string }).code) {
+    case 'EADDRINUSE':
+      return new ConfigError(`${where} is already in use`)
+    case 'EACCES':
+      return new ConfigError(`${where}: permission denied`)
+    case 'EADDRNOTAVAIL':
+      return new ConfigError(`HOST ${config.HOST} is not an address of this machine (cannot listen on it)`)
+    default:
+      return err
   }
 }
 

@@ -1,6 +1,7 @@
+import { isIP } from 'node:net'
 import { availableParallelism } from 'node:os'
 import { z } from 'zod'
-import { isValidCron } from './workers/cron'
+import { cronProblem } from './workers/cron'
 
 /**
  * The whole environment of the server, validated once at boot. This is the only module that reads
@@ -26,14 +27,85 @@ const int = (min: number, max = Number.MAX_SAFE_INTEGER) =>
     .transform(Number)
     .pipe(z.number().int().min(min, { message: `expected an integer >= ${min}` }).max(max, { message: `expected an integer <= ${max}` }))
 
-/** A cron expression, or "off" to not schedule that built-in job on this server. */
-const cronOrOff = z
-  .string()
-  .refine((v) => v === 'off' || isValidCron(v), { message: 'expected a 5- or 6-field cron expression or "off"' })
-  .transform((v) => (v === 'off' ? null : v))
+/** The largest delay setTimeout honours (2^31 - 1 ms, ~24.8 days); a larger one fires at once. */
+const MAX_TIMER_MS = 2_147_483_647
+/** A duration in milliseconds that ends up in a timer or in statement_timeout. */
+const ms = (min: number) => int(min, MAX_TIMER_MS)
 
+/** A string that `problem` finds nothing wrong with; its answer is the message. */
+const checked = (problem: (v: string) => string | null) =>
+  z.string().superRefine((v, ctx) => {
+    const p = problem(v)
+    if (p) ctx.addIssue({ code: 'custom', message: p })
+  })
 
-const hexKey = z.string().regex(/^0x[0-9a-fA-F]{64}$/, { message: 'expected a 0x-prefixed 32-byte hex private key' })
+/** A cron expression with a next run, or "off" to not schedule that built-in job on this server. */
+const cronOrOff = checked((v) => {
+  const problem = v === 'off' ? null : cronProblem(v)
+  return problem && `${problem} (use a 5- or 6-field UTC cron expression with a next run, or "off")`
+}).transform((v) => (v === 'off' ? null : v))
+
+/** Labels of letters, digits and inner hyphens, at most 253 characters; an optional final dot. */
+const HOSTNAME = /^(?=.{1,253}\.?$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\.?$/i
+
+function hostProblem(v: string): string | null {
+  if (isIP(v)) return null
+  // A name whose last label is all digits reads as an IPv4 address, and 999.1.1.1 is not one.
+  if (HOSTNAME.test(v) && !/(^|\.)\d+\.?$/.test(v)) return null
+  return 'expected an IPv4 address, an IPv6 address (without brackets) or a hostname'
+}
+
+/**
+ * What is wrong with the port of a URL that `new URL` refused, if that is the reason. The host and port
+ * follow the last "@" (a password may hold "/" or "@"), so the port quoted here is never part of it.
+ */
+function badPort(v: string): string | null {
+  const afterScheme = v.replace(/^[a-z][a-z0-9+.-]*:\/\//i, '')
+  const hostPort = afterScheme.slice(afterScheme.lastIndexOf('@') + 1).split(/[/?#]/)[0]!
+  const port = /:([^:\]]*)$/.exec(hostPort)?.[1]
+  if (port === undefined || port === '') return null
+  return /^\d+$/.test(port) ? `port ${port} is out of range 1..65535` : `port ${JSON.stringify(port)} is not a number`
+}
+
+function databaseUrlProblem(v: string): string | null {
+  if (!/^postgres(ql)?:\/\//.test(v)) return 'expected a postgres:// URL'
+  let url: URL
+  try {
+    url = new URL(v)
+  } catch {
+    return badPort(v) ?? 'expected a postgres:// URL (this one does not parse)'
+  }
+  // new URL refuses ports above 65535 but takes 0, which no Postgres listens on.
+  if (url.port === '0') return 'port 0 is out of range 1..65535'
+  return null
+}
+
+const RPC_SCHEMES = ['http:', 'https:', 'ws:', 'wss:']
+
+function rpcUrlProblem(v: string): string | null {
+  let url: URL
+  try {
+    url = new URL(v)
+  } catch {
+    return badPort(v) ?? 'expected an http(s) or ws(s) URL'
+  }
+  if (!RPC_SCHEMES.includes(url.protocol)) return `expected an http, https, ws or wss URL, not ${url.protocol.slice(0, 20)}`
+  return null
+}
+
+/** The secp256k1 group order n: a private key is a number in 1..n-1. */
+const SECP256K1_N = 0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141n
+
+const hexKey = checked((v) => {
+  if (!/^0x[0-9a-fA-F]{64}$/.test(v)) return 'expected a 0x-prefixed 32-byte hex private key'
+  const k = BigInt(v)
+  return k > 0n && k < SECP256K1_N ? null : 'not a secp256k1 private key: it must be greater than 0 and less than the curve order n'
+})
+
+/** The most child processes one server runs; the connection budget (src/server/db/budget.ts) caps it further. */
+const MAX_WORKERS = 256
+/** "cpus": one child per CPU, within the same cap. */
+const cpus = () => Math.min(availableParallelism(), MAX_WORKERS)
 
 /** Anvil's first well-known dev account; only ever a default outside production. */
 const ANVIL_DEV_KEY = '0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80'
@@ -41,31 +113,35 @@ const ANVIL_DEV_KEY = '0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7
 const envSchema = z.object({
   NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
   // Unset outside production: `npm start` starts an embedded Postgres and uses its URL (src/server/dev).
-  DATABASE_URL: z
-    .string()
-    .regex(/^postgres(ql)?:\/\//, { message: 'expected a postgres:// URL' })
-    .optional(),
-  HOST: z.string().min(1).default('0.0.0.0'),
+  DATABASE_URL: checked(databaseUrlProblem).optional(),
+  DB_POOL_SIZE: int(1, 1000).default(10),
+  DB_CONNECT_TIMEOUT_MS: ms(100).default(10_000),
+  DB_STATEMENT_TIMEOUT_MS: ms(0).default(60_000),
+  HOST: checked(hostProblem).default('0.0.0.0'),
   PORT: int(0, 65535).default(3000),
   LOG_LEVEL: logLevel.default('info'),
   LOG_PRETTY: bool.default(false),
   WORKER_COUNT: z
     .string()
     .regex(/^(cpus|\d+)$/, { message: 'expected an integer >= 0 or "cpus"' })
-    .transform((v) => (v === 'cpus' ? availableParallelism() : Number(v)))
-    .default(() => availableParallelism()),
+    .transform((v) => (v === 'cpus' ? cpus() : Number(v)))
+    .pipe(z.number().max(MAX_WORKERS, { message: `expected an integer <= ${MAX_WORKERS} or "cpus"` }))
+    .default(() => cpus()),
   WORKER_LOG_LEVEL: logLevel.default('info'),
   WORKER_CONCURRENCY: int(1, 10_000).default(250),
-  WORKER_POLL_INTERVAL_MS: int(10).default(5000),
-  WORKER_LEASE_MS: int(1000).default(30_000),
-  WORKER_SHUTDOWN_TIMEOUT_MS: int(0).default(10_000),
-  WORKER_RESTART_MAX_BACKOFF_MS: int(0).default(30_000),
+  WORKER_POLL_INTERVAL_MS: ms(10).default(5000),
+  WORKER_LEASE_MS: ms(1000).default(10_000),
+  WORKER_SHUTDOWN_TIMEOUT_MS: ms(0).default(10_000),
+  WORKER_RESTART_MAX_BACKOFF_MS: ms(0).default(30_000),
+  WORKER_DB_POOL_SIZE: int(1, 100).default(3),
+  WORKER_DEFAULT_JOB_TIMEOUT_MS: ms(1000).default(900_000),
+  WORKER_UNKNOWN_TYPE_FAIL_AFTER_MS: ms(1000).default(3_600_000),
   WORKER_HEAP_HINT_MB: int(0).default(80),
   CRON_REMOVE_OLD_WORKER_JOBS: cronOrOff.default('0 2 * * *'),
   CRON_WATCH_CHAIN: cronOrOff.default('*/30 * * * * *'),
   DEPLOY_MULTICALL3_ON_BOOT: bool.default(true),
   // Unset outside production: `npm start` starts a local anvil and uses its URL.
-  CHAIN_RPC_URL: z.url({ message: 'expected an http(s) URL' }).optional(),
+  CHAIN_RPC_URL: checked(rpcUrlProblem).optional(),
   CHAIN_ID: int(1).optional(),
   SERVER_WALLET_PRIVATE_KEY: hexKey.optional(),
   CHAIN_CONFIRMATIONS: int(0).default(0),
@@ -87,7 +163,40 @@ export type Config = EnvConfig & { DATABASE_URL: string; CHAIN_RPC_URL: string }
 /** The variables whose absence, outside production, means "start it for me" (see src/server/dev/services.ts). */
 const SERVICE_URLS = ['DATABASE_URL', 'CHAIN_RPC_URL'] as const
 
+/** Echoed back in messages with the password masked. */
+const URL_VARS = new Set(['DATABASE_URL', 'CHAIN_RPC_URL'])
+/** Never echoed back, not even in part. */
+const SECRET_VARS = new Set(['SERVER_WALLET_PRIVATE_KEY'])
+
+/**
+ * A URL with its password replaced by ***, for messages and logs. It works on strings `new URL` refuses
+ * too: there, everything from the first ":" after the scheme to the last "@" is masked.
+ */
+export function maskUrl(v: string): string {
+  try {
+    const url = new URL(v)
+    if (!url.password) return v
+    url.password = '***'
+    return url.toString()
+  } catch {
+    const start = /^[a-z][a-z0-9+.-]*:\/\//i.exec(v)?.[0].length ?? 0
+    const at = v.lastIndexOf('@')
+    const colon = v.indexOf(':', start)
+    return colon >= 0 && colon < at ? `${v.slice(0, colon + 1)}***${v.slice(at)}` : v
+  }
+}
+
+/**
+ * The environment cannot work, for a reason the operator fixes: a bad variable, a taken port, a connection
+ * budget that does not fit. Its message is one line, free of secrets; main prints it alone and exits 1.
+ */
 export class ConfigError extends Error {}
+
+/** ` (got "…")` for a message, masked for URLs, nothing for secrets or when the message quotes the value. */
+function got(name: string, value: string | undefined, message: string): string {
+  if (value === undefined || SECRET_VARS.has(name) || message.includes(JSON.stringify(value))) return ''
+  return ` (got ${JSON.stringify(URL_VARS.has(name) ? maskUrl(value) : value)})`
+}
 
 /**
  * Parses an environment (process.env by default); throws a ConfigError whose message is one line naming the
@@ -101,8 +210,7 @@ export function loadEnvConfig(env: Record<string, string | undefined> = process.
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!
     const name = String(issue.path[0] ?? 'environment')
-    const got = cleaned[name]
-    throw new ConfigError(`Invalid environment variable ${name}: ${issue.message}${got === undefined ? '' : ` (got ${JSON.stringify(got)})`}`)
+    throw new ConfigError(`Invalid environment variable ${name}: ${issue.message}${got(name, cleaned[name], issue.message)}`)
   }
   const cfg = parsed.data
   if (cfg.NODE_ENV === 'production') {

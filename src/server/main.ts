@@ -1,13 +1,14 @@
 import { startServer } from './boot'
 import { ConfigError, type EnvConfig, loadEnvConfig } from './config'
 import { startDevServices } from './dev/services'
-import { createLogger } from './log'
+import { createLogger, type Logger } from './log'
 
 /**
- * Loads the config (a bad variable ends the process with exit code 1 and one line naming it), starts the
- * development services for an unset DATABASE_URL / CHAIN_RPC_URL, boots the server, and wires
- * SIGINT/SIGTERM to a graceful stop: the server first, then the services its jobs were using. A second
- * signal exits at once (the services' watchdogs then stop them).
+ * Loads the config, starts the development services for an unset DATABASE_URL / CHAIN_RPC_URL, boots the
+ * server, and wires SIGINT/SIGTERM to a graceful stop: the server first, then the services its jobs were
+ * using. A second signal exits at once (the services' watchdogs then stop them). A ConfigError at any
+ * step of the boot (bad variable, taken port, connection budget) ends the process with exit code 1 and its
+ * one line on stderr; any other boot failure is logged with its stack.
  */
 export async function main(opts: { jobModules?: string[] } = {}): Promise<void> {
   let env: EnvConfig
@@ -25,12 +26,13 @@ export async function main(opts: { jobModules?: string[] } = {}): Promise<void> 
     log.fatal({ err }, 'could not start the development services')
     process.exit(1)
   })
-  const server = await startServer(services.config, { log, jobModules: opts.jobModules })
-  server.ready.catch(async (err) => {
-    log.fatal({ err }, 'boot failed')
+  const bootFailed = async (err: unknown): Promise<never> => {
+    reportBootFailure(err, log)
     await services.stop()
     process.exit(1)
-  })
+  }
+  const server = await startServer(services.config, { log, jobModules: opts.jobModules }).catch(bootFailed)
+  server.ready.catch(bootFailed)
   let signals = 0
   for (const sig of ['SIGINT', 'SIGTERM'] as const) {
     process.on(sig, () => {
@@ -48,4 +50,9 @@ export async function main(opts: { jobModules?: string[] } = {}): Promise<void> 
       })
     })
   }
+}
+
+function reportBootFailure(err: unknown, log: Logger): void {
+  if (err instanceof ConfigError) console.error(err.message)
+  else log.fatal({ err }, 'boot failed')
 }

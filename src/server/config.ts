@@ -173,17 +173,17 @@ const SECRET_VARS = new Set(['SERVER_WALLET_PRIVATE_KEY'])
  * too: there, everything from the first ":" after the scheme to the last "@" is masked.
  */
 export function maskUrl(v: string): string {
-  try {
-    const url = new URL(v)
+  const url = URL.canParse(v) ? new URL(v) : null
+  // `u:pw@h` parses too, as scheme "u:" with no host and no password: mask such strings by hand.
+  if (url?.host) {
     if (!url.password) return v
     url.password = '***'
     return url.toString()
-  } catch {
-    const start = /^[a-z][a-z0-9+.-]*:\/\//i.exec(v)?.[0].length ?? 0
-    const at = v.lastIndexOf('@')
-    const colon = v.indexOf(':', start)
-    return colon >= 0 && colon < at ? `${v.slice(0, colon + 1)}***${v.slice(at)}` : v
   }
+  const start = /^[a-z][a-z0-9+.-]*:\/\//i.exec(v)?.[0].length ?? 0
+  const at = v.lastIndexOf('@')
+  const colon = v.indexOf(':', start)
+  return colon >= 0 && colon < at ? `${v.slice(0, colon + 1)}***${v.slice(at)}` : v
 }
 
 /**

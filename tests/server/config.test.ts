@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'bun:test'
 import { availableParallelism } from 'node:os'
-import { ConfigError, loadConfig, loadEnvConfig } from '../../src/server/config'
+import { ConfigError, loadConfig, loadEnvConfig, maskUrl } from '../../src/server/config'
 
 const expectBad = (env: Record<string, string>, name: string, load: typeof loadEnvConfig = loadEnvConfig) => {
   let err: unknown
@@ -30,6 +30,13 @@ describe('loadEnvConfig', () => {
     expect(c.CRON_REMOVE_OLD_WORKER_JOBS).toBe('0 2 * * *')
     expect(c.CHAIN_MAX_BLOCK_RANGE).toBe(500)
     expect(c.DEV_DATA_DIR).toBe('.data')
+    expect(c.WORKER_LEASE_MS).toBe(10_000)
+    expect(c.DB_POOL_SIZE).toBe(10)
+    expect(c.WORKER_DB_POOL_SIZE).toBe(3)
+    expect(c.DB_CONNECT_TIMEOUT_MS).toBe(10_000)
+    expect(c.DB_STATEMENT_TIMEOUT_MS).toBe(60_000)
+    expect(c.WORKER_DEFAULT_JOB_TIMEOUT_MS).toBe(900_000)
+    expect(c.WORKER_UNKNOWN_TYPE_FAIL_AFTER_MS).toBe(3_600_000)
     // No default: unset, `npm start` starts an embedded Postgres and a local anvil.
     expect(c.DATABASE_URL).toBeUndefined()
     expect(c.CHAIN_RPC_URL).toBeUndefined()
@@ -97,6 +104,29 @@ describe('loadEnvConfig', () => {
     [{ CHAIN_MAX_BLOCK_RANGE: '0' }, 'CHAIN_MAX_BLOCK_RANGE'],
     [{ LOG_PRETTY: 'maybe' }, 'LOG_PRETTY'],
     [{ NODE_ENV: 'staging' }, 'NODE_ENV'],
+    [{ WORKER_COUNT: '100000' }, 'WORKER_COUNT'],
+    [{ WORKER_COUNT: '257' }, 'WORKER_COUNT'],
+    [{ CHAIN_RPC_URL: 'ftp://x' }, 'CHAIN_RPC_URL'],
+    [{ CHAIN_RPC_URL: 'file:///etc/passwd' }, 'CHAIN_RPC_URL'],
+    [{ HOST: '999.1.1.1' }, 'HOST'],
+    [{ HOST: '1.2.3' }, 'HOST'],
+    [{ HOST: 'under_score' }, 'HOST'],
+    [{ HOST: '[::1]' }, 'HOST'],
+    [{ HOST: '-leading.example' }, 'HOST'],
+    [{ DATABASE_URL: 'postgres://u:p@h:99999/db' }, 'DATABASE_URL'],
+    [{ DATABASE_URL: 'postgres://u:p@h:abc/db' }, 'DATABASE_URL'],
+    [{ DATABASE_URL: 'postgres://u:p@h:0/db' }, 'DATABASE_URL'],
+    [{ WORKER_LEASE_MS: '999' }, 'WORKER_LEASE_MS'],
+    [{ DB_POOL_SIZE: '0' }, 'DB_POOL_SIZE'],
+    [{ DB_POOL_SIZE: '1001' }, 'DB_POOL_SIZE'],
+    [{ WORKER_DB_POOL_SIZE: '0' }, 'WORKER_DB_POOL_SIZE'],
+    [{ WORKER_DB_POOL_SIZE: '101' }, 'WORKER_DB_POOL_SIZE'],
+    [{ DB_CONNECT_TIMEOUT_MS: '99' }, 'DB_CONNECT_TIMEOUT_MS'],
+    [{ DB_STATEMENT_TIMEOUT_MS: '-1' }, 'DB_STATEMENT_TIMEOUT_MS'],
+    [{ WORKER_DEFAULT_JOB_TIMEOUT_MS: '999' }, 'WORKER_DEFAULT_JOB_TIMEOUT_MS'],
+    // Past setTimeout's 2^31-1 ms a timer fires at once instead of never.
+    [{ WORKER_DEFAULT_JOB_TIMEOUT_MS: '2147483648' }, 'WORKER_DEFAULT_JOB_TIMEOUT_MS'],
+    [{ WORKER_UNKNOWN_TYPE_FAIL_AFTER_MS: '999' }, 'WORKER_UNKNOWN_TYPE_FAIL_AFTER_MS'],
   ])('rejects %p naming %s', (env, name) => {
     expectBad(env as Record<string, string>, name)
   })
@@ -105,6 +135,74 @@ describe('loadEnvConfig', () => {
     const msg = expectBad({ WORKER_COUNT: '-1' }, 'WORKER_COUNT')
     expect(msg).toContain('"cpus"')
     expect(msg).toContain('"-1"')
+  })
+})
+
+describe('values that look right but cannot work', () => {
+  const N = 'FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141'
+
+  test('WORKER_COUNT is capped at 256, and so is "cpus"', () => {
+    expect(loadEnvConfig({ WORKER_COUNT: '256' }).WORKER_COUNT).toBe(256)
+    expect(expectBad({ WORKER_COUNT: '100000' }, 'WORKER_COUNT')).toContain('<= 256')
+    expect(loadEnvConfig({ WORKER_COUNT: 'cpus' }).WORKER_COUNT).toBeLessThanOrEqual(256)
+  })
+
+  test('CHAIN_RPC_URL takes http, https, ws and wss only', () => {
+    for (const url of ['http://h:8545', 'https://h/v3/x', 'ws://h:8546', 'wss://h']) expect(loadEnvConfig({ CHAIN_RPC_URL: url }).CHAIN_RPC_URL).toBe(url)
+    expect(expectBad({ CHAIN_RPC_URL: 'file:///etc/passwd' }, 'CHAIN_RPC_URL')).toContain('http, https, ws or wss')
+  })
+
+  test('SERVER_WALLET_PRIVATE_KEY must be in 1..n-1 of secp256k1, and is never echoed', () => {
+    const ok = ['0x0000000000000000000000000000000000000000000000000000000000000001', `0x${N.slice(0, -1)}0`]
+    for (const key of ok) expect(loadEnvConfig({ SERVER_WALLET_PRIVATE_KEY: key }).SERVER_WALLET_PRIVATE_KEY).toBe(key as `0x${string}`)
+    const bad = [`0x${'0'.repeat(64)}`, `0x${N}`, `0x${N.toLowerCase()}`, `0x${N.slice(0, -1)}2`, `0x${'f'.repeat(64)}`, '0xdeadbeef', `0x${'ab'.repeat(33)}`]
+    for (const key of bad) {
+      const msg = expectBad({ SERVER_WALLET_PRIVATE_KEY: key }, 'SERVER_WALLET_PRIVATE_KEY')
+      expect(msg).not.toContain(key.slice(2, 10))
+      expect(msg).not.toContain('got')
+    }
+  })
+
+  test('a cron without a next run is refused, saying why', () => {
+    const msg = expectBad({ CRON_WATCH_CHAIN: '0 0 30 2 *' }, 'CRON_WATCH_CHAIN')
+    expect(msg).toContain('no future run')
+    expect(msg).toContain('"0 0 30 2 *"')
+    expect(expectBad({ CRON_REMOVE_OLD_WORKER_JOBS: '0 0 31 4 *' }, 'CRON_REMOVE_OLD_WORKER_JOBS')).toContain('no future run')
+  })
+
+  test('HOST takes IPv4, IPv6 and hostnames', () => {
+    for (const host of ['0.0.0.0', '127.0.0.1', '::', '::1', 'fe80::1', 'localhost', 'api-1.example.com', 'example.com.']) {
+      expect(loadEnvConfig({ HOST: host }).HOST).toBe(host)
+    }
+  })
+
+  test('DATABASE_URL: a bad port is named, the password masked', () => {
+    const msg = expectBad({ DATABASE_URL: 'postgres://u:s3cretpw@h:99999/db' }, 'DATABASE_URL')
+    expect(msg).toBe('Invalid environment variable DATABASE_URL: port 99999 is out of range 1..65535 (got "postgres://u:***@h:99999/db")')
+    expect(expectBad({ DATABASE_URL: 'postgres://u:s3cretpw@h:abc/db' }, 'DATABASE_URL')).toContain('port "abc" is not a number (got "postgres://u:***@h:abc/db")')
+    // A password with an unencoded "/" or "@" stays masked.
+    const odd = expectBad({ DATABASE_URL: 'postgres://u:s3/cr@tpw@h:99999/db' }, 'DATABASE_URL')
+    expect(odd).toContain('port 99999')
+    expect(odd).not.toMatch(/s3|cr|tpw/)
+    expect(loadEnvConfig({ DATABASE_URL: 'postgresql://u:p@[::1]:5432/db' }).DATABASE_URL).toBe('postgresql://u:p@[::1]:5432/db')
+  })
+
+  test('a URL in any message has its password masked', () => {
+    expect(expectBad({ CHAIN_RPC_URL: 'ftp://u:s3cretpw@x' }, 'CHAIN_RPC_URL')).not.toContain('s3cretpw')
+    expect(expectBad({ NODE_ENV: 'production', DATABASE_URL: 'mysql://u:s3cretpw@x/db' }, 'DATABASE_URL')).not.toContain('s3cretpw')
+  })
+})
+
+describe('maskUrl', () => {
+  test.each([
+    ['postgres://u:secret@h:5432/db', 'postgres://u:***@h:5432/db'],
+    ['postgres://u@h/db', 'postgres://u@h/db'],
+    ['postgres://h/db', 'postgres://h/db'],
+    ['postgres://u:secret@h:99999/db', 'postgres://u:***@h:99999/db'],
+    ['postgres://u:se/c@ret@h:abc/db', 'postgres://u:***@h:abc/db'],
+    ['u:secret@h', 'u:***@h'],
+  ])('%s -> %s', (input, masked) => {
+    expect(maskUrl(input)).toBe(masked)
   })
 })
 

@@ -107,11 +107,22 @@ describe('failures and retries', () => {
     expect(done.result.name).toBe('JobTimeoutError')
   })
 
-  test('unknown types and bad data in hand-inserted rows fail with a clear error', async () => {
-    const [a] = await sql`INSERT INTO worker_jobs (type, user_id, due) VALUES ('nope', 0, now()) RETURNING id`
+  test('bad data in a hand-inserted row fails with a clear error', async () => {
     const [b] = await sql`INSERT INTO worker_jobs (type, user_id, due, data) VALUES ('sleep', 0, now(), '{"ms": "x"}') RETURNING id`
-    expect((await finished(Number(a!.id))).result.error).toBe('unknown job type "nope"')
     expect((await finished(Number(b!.id))).result.error).toContain('data.ms')
+  })
+
+  test('a row of a type no live server registers is not claimed; past WORKER_UNKNOWN_TYPE_FAIL_AFTER_MS it fails clearly', async () => {
+    const [fresh] = await sql`INSERT INTO worker_jobs (type, user_id, due) VALUES ('nope', 0, now()) RETURNING id`
+    // Due two hours ago: past the default hour, so the next announce tick (every 5 s) fails it.
+    const [stale] = await sql`INSERT INTO worker_jobs (type, user_id, due) VALUES ('nope', 0, now() - interval '2 hours') RETURNING id`
+    const failed = await finished(Number(stale!.id))
+    expect(failed.success).toBe(false)
+    expect(failed.started).toBeNull()
+    expect(failed.result.error).toContain('no live server registers job type "nope"')
+    const [waiting] = await sql`SELECT * FROM worker_jobs WHERE id = ${fresh!.id}`
+    expect(waiting!.started).toBeNull()
+    expect(waiting!.finished).toBeNull()
   })
 })
 

@@ -10,7 +10,7 @@ export interface HealthReport {
 
 const DB_TIMEOUT_MS = 2000
 
-/** 200 when the database answers and every configured child is alive; 503 otherwise. */
+/** 200 when the database answers and every configured child is alive and reports no problem; 503 otherwise. */
 export async function checkHealth(serverApp: ServerApp, manager: WorkerManager | null): Promise<{ code: number; body: HealthReport }> {
   const t0 = performance.now()
   let db: HealthReport['db']
@@ -27,7 +27,7 @@ export async function checkHealth(serverApp: ServerApp, manager: WorkerManager |
   if (manager) {
     workers = db.ok ? await manager.status().catch(() => manager.statusWithoutCounts()) : manager.statusWithoutCounts()
   }
-  const healthy = db.ok && (!manager || manager.aliveCount >= manager.configuredCount)
+  const healthy = db.ok && (!manager || manager.healthyCount >= manager.configuredCount)
   return { code: healthy ? 200 : 503, body: { status: healthy ? 'ok' : 'degraded', db, workers } }
 }
 

@@ -6,7 +6,9 @@
  */
 import { createLogger, flushLogger } from '../log'
 import { createServerApp } from '../serverApp'
-import type { ToChild, ToManager } from './ipc'
+import { QUEUE_POOL_SIZE } from '../db/budget'
+import { createDb } from '../db/client'
+import { STATUS_INTERVAL_MS, type ToChild, type ToManager } from './ipc'
 import { buildRegistry, loadJobModules } from './jobs/registry'
 import { WorkerLoop } from './workerLoop'
 
@@ -24,13 +26,29 @@ async function init(msg: Extract<ToChild, { type: 'init' }>): Promise<void> {
     base: { pid: process.pid, workerId },
   })
   const registry = buildRegistry(await loadJobModules(msg.jobModules))
-  // Three connections: claims, outcome writes and heartbeats can overlap; LISTEN takes its own.
-  const serverApp = createServerApp({ config, log, registry, dbPoolSize: 3, applicationName: `worker ${workerId}` })
+  // Handler code gets its own pool (serverApp.db); the queue's statements get theirs, so a handler holding
+  // connections can never delay a claim, an outcome or a lease renewal. LISTEN takes one more.
+  const serverApp = createServerApp({
+    config,
+    log,
+    registry,
+    dbPoolSize: config.WORKER_DB_POOL_SIZE,
+    applicationName: `worker ${workerId}`,
+  })
+  const queue = createDb(config.DATABASE_URL, {
+    max: QUEUE_POOL_SIZE,
+    applicationName: `worker ${workerId} queue`,
+    connectTimeoutMs: Math.min(config.DB_CONNECT_TIMEOUT_MS, Math.floor(config.WORKER_LEASE_MS / 2)),
+    // A queue statement that hangs longer than this is cancelled rather than holding the loop.
+    statementTimeoutMs: Math.max(1000, Math.floor(config.WORKER_LEASE_MS / 2)),
+  })
   loop = new WorkerLoop(serverApp, log, {
     workerId,
     concurrency: config.WORKER_CONCURRENCY,
     pollIntervalMs: config.WORKER_POLL_INTERVAL_MS,
     leaseMs: config.WORKER_LEASE_MS,
+    defaultTimeoutMs: config.WORKER_DEFAULT_JOB_TIMEOUT_MS,
+    queueDb: queue.db,
   })
   // Chain code (viem) loads on first use, but parsing it blocks the event loop for ~100-200 ms: when
   // this server schedules chain jobs, load it before claiming anything so it never stalls running jobs.
@@ -41,9 +59,13 @@ async function init(msg: Extract<ToChild, { type: 'init' }>): Promise<void> {
   await loop.start()
   log.info({ concurrency: config.WORKER_CONCURRENCY }, 'worker started')
   send({ type: 'ready', workerId })
+  const reporter = setInterval(() => {
+    if (loop) send({ type: 'status', workerId, health: loop.health() })
+  }, STATUS_INTERVAL_MS)
   exitHook = async () => {
+    clearInterval(reporter)
     await loop?.drain()
-    await serverApp.dbHandle.close()
+    await Promise.all([serverApp.dbHandle.close(), queue.close()])
     await flushLogger(log)
   }
 }
@@ -68,6 +90,8 @@ process.on('message', (msg: ToChild) => {
     })
   } else if (msg.type === 'drain') {
     void drainAndExit(0)
+  } else if (msg.type === 'abort') {
+    loop?.abortAll(msg.reason)
   }
 })
 

@@ -5,12 +5,16 @@ import { finishJobs, type Outcome } from './queue/finish'
 /**
  * Collects outcomes and writes them in batches: everything that finished while the previous write was in
  * flight goes out in the next single statement. One write at a time keeps the order of a worker's writes
- * simple; a failed write keeps its outcomes and is retried (the lease keeps the rows ours meanwhile).
+ * simple. A poison row cannot block a batch (finishJobs splits it and fails that row alone); a write that
+ * fails on the connection keeps its outcomes and is retried, while the heartbeat keeps their rows ours.
  */
 export class FinishBatcher {
   private pending: Outcome[] = []
+  private inFlight: readonly Outcome[] = []
   private flushing: Promise<void> | null = null
   private idleWaiters: (() => void)[] = []
+  /** Since when writes have been failing (null while they succeed): /health reports a stuck worker. */
+  failingSince: number | null = null
 
   constructor(
     private readonly db: Database,
@@ -23,7 +27,12 @@ export class FinishBatcher {
 
   /** Outcomes not yet written. */
   get size(): number {
-    return this.pending.length
+    return this.pending.length + this.inFlight.length
+  }
+
+  /** The jobs whose outcomes are not written yet: their rows are still ours, so their leases are renewed. */
+  heldIds(): number[] {
+    return [...this.inFlight, ...this.pending].map((o) => o.job.id)
   }
 
   add(outcome: Outcome): void {
@@ -34,7 +43,7 @@ export class FinishBatcher {
 
   /** Resolves when every outcome added so far is written. */
   drained(): Promise<void> {
-    if (!this.flushing && this.pending.length === 0) return Promise.resolve()
+    if (!this.flushing && this.size === 0) return Promise.resolve()
     return new Promise((resolve) => this.idleWaiters.push(resolve))
   }
 
@@ -42,13 +51,18 @@ export class FinishBatcher {
     while (this.pending.length > 0) {
       const batch = this.pending
       this.pending = []
+      this.inFlight = batch
       try {
-        const finished = await finishJobs(this.db, this.workerId, batch)
-        const lost = batch.length - finished.size
+        const written = await finishJobs(this.db, this.workerId, batch)
+        this.failingSince = null
+        const lost = batch.length - written.size
         if (lost > 0) this.log.warn({ lost }, 'outcomes not recorded: jobs were rescued by another worker first')
+        this.inFlight = []
         this.onWritten()
       } catch (err) {
+        this.failingSince ??= Date.now()
         this.log.error({ err, count: batch.length }, 'recording job outcomes failed; retrying')
+        this.inFlight = []
         this.pending = batch.concat(this.pending)
         await new Promise((r) => setTimeout(r, this.retryDelayMs))
       }

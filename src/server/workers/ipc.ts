@@ -1,10 +1,19 @@
 import type { Config } from '../config'
+import type { WorkerHealth } from './workerLoop'
 
 /** Messages from the manager to a child. */
 export type ToChild =
   | { type: 'init'; workerId: string; config: Config; jobModules: string[] }
   /** Stop claiming, finish running jobs, exit 0. */
   | { type: 'drain' }
+  /** The drain took too long: fire every handler's signal; the jobs go back to pending. */
+  | { type: 'abort'; reason: string }
 
 /** Messages from a child to the manager. */
-export type ToManager = { type: 'ready'; workerId: string } | { type: 'fatal'; error: string }
+export type ToManager =
+  | { type: 'ready'; workerId: string }
+  | { type: 'fatal'; error: string }
+  /** Sent every STATUS_INTERVAL_MS: a child that stops reporting, or reports a problem, is not healthy. */
+  | { type: 'status'; workerId: string; health: WorkerHealth }
+
+export const STATUS_INTERVAL_MS = 1000

@@ -7,9 +7,12 @@ import { type WorkerJob, workerJobs } from '../db/schema'
 import type { Logger } from '../log'
 import { createSubmitter, type JobSubmitter, type ServerApp } from '../serverApp'
 import { nextCronRun } from './cron'
-import type { ToChild, ToManager } from './ipc'
-import { failAbandonedJobs } from './queue/finish'
+import { STATUS_INTERVAL_MS, type ToChild, type ToManager } from './ipc'
+import { type RescueTarget, rescueJobs } from './queue/rescue'
 import { seedCronJob } from './queue/seed'
+import { announceServer, retireServer } from './queue/servers'
+import { failUnrunnableJobs } from './queue/unrunnable'
+import type { WorkerHealth } from './workerLoop'
 import type { SubmitJobInput } from './queue/submit'
 
 const CHILD_ENTRY = new URL('./child.ts', import.meta.url).pathname
@@ -31,6 +34,10 @@ export interface WorkerStatus {
   pid: number | null
   /** The process runs and has reported ready (listening for jobs). */
   alive: boolean
+  /** Alive, reporting, and able to claim and record outcomes. */
+  healthy: boolean
+  /** Why it is not healthy, when it is alive. */
+  problem: string | null
   restarts: number
   runningJobs: number
   startedAt: string | null
@@ -49,8 +56,19 @@ interface Slot {
   consecutiveCrashes: number
   startedAt: Date | null
   restartTimer: ReturnType<typeof setTimeout> | null
+  /** Resets the restart backoff once the child has been ready for a moment. */
+  healthyTimer: ReturnType<typeof setTimeout> | null
   exited: Promise<void>
+  health: WorkerHealth | null
+  reportedAt: number
 }
+
+/** A child that has been ready this long counts as a successful start: its next crash restarts it at once. */
+const HEALTHY_AFTER_MS = 1000
+/** After the drain deadline, handlers get this long to honour their aborted signal before the kill. */
+const ABORT_GRACE_MS = 3000
+/** How often the manager refreshes worker_servers and looks for jobs no live server can run. */
+const ANNOUNCE_EVERY_MS = 5000
 
 export interface WorkerManagerOptions {
   /** Modules whose exported `jobs` arrays extend the registry, in the manager and in every child. */
@@ -67,6 +85,10 @@ export class WorkerManager implements JobSubmitter {
   private readonly log: Logger
   private stopping = false
   private rescueTimer: ReturnType<typeof setInterval> | null = null
+  private announceTimer: ReturnType<typeof setInterval> | null = null
+  private rescuing = false
+  /** This server's row in worker_servers. */
+  readonly serverId = `${hostname()}/${process.pid}/${randomUUID().slice(0, 8)}`
   private readonly jobModules: string[]
   private readonly submitter: JobSubmitter
 
@@ -93,7 +115,8 @@ export class WorkerManager implements JobSubmitter {
 
   async start(): Promise<void> {
     const { config } = this.serverApp
-    await this.rescueExpiredLeases()
+    await this.announce()
+    await this.rescue({ leaseExpired: true }, 'lease expired: its worker stopped responding')
     await this.seedBuiltInJobs()
     for (let i = 0; i < config.WORKER_COUNT; i++) {
       const slot: Slot = {
@@ -107,7 +130,10 @@ export class WorkerManager implements JobSubmitter {
         consecutiveCrashes: 0,
         startedAt: null,
         restartTimer: null,
+        healthyTimer: null,
         exited: Promise.resolve(),
+        health: null,
+        reportedAt: 0,
       }
       this.slots.push(slot)
     }
@@ -116,26 +142,40 @@ export class WorkerManager implements JobSubmitter {
       Promise.all(this.slots.map((slot) => new Promise<void>((resolve) => this.spawn(slot, resolve)))),
       new Promise((r) => setTimeout(r, 30_000)),
     ])
-    // Any live server rescues jobs whose server died without a word (lease expired).
-    const every = Math.max(1000, Math.floor(config.WORKER_LEASE_MS / 2))
-    this.rescueTimer = setInterval(() => void this.rescueExpiredLeases(), every)
+    // Any live server rescues jobs whose server died without a word, right after their lease expires: the
+    // query walks the running-lease index, so every second is cheap.
+    this.rescueTimer = setInterval(() => void this.rescue({ leaseExpired: true }, 'lease expired: its worker stopped responding'), 1000)
+    this.announceTimer = setInterval(() => void this.announce(), ANNOUNCE_EVERY_MS)
   }
 
-  /** Drains every child (running jobs finish), waits up to WORKER_SHUTDOWN_TIMEOUT_MS, then kills the rest. */
+  /**
+   * Drains every child (running jobs finish) for up to WORKER_SHUTDOWN_TIMEOUT_MS; then fires every
+   * handler's signal (their jobs go back to pending), waits ABORT_GRACE_MS, and kills what is left. The
+   * jobs of a killed child are returned to pending by the rescue on its exit.
+   */
   async stop(): Promise<void> {
     if (this.stopping) return
     this.stopping = true
     if (this.rescueTimer) clearInterval(this.rescueTimer)
-    for (const s of this.slots) if (s.restartTimer) clearTimeout(s.restartTimer)
+    if (this.announceTimer) clearInterval(this.announceTimer)
+    for (const s of this.slots) {
+      if (s.restartTimer) clearTimeout(s.restartTimer)
+      if (s.healthyTimer) clearTimeout(s.healthyTimer)
+    }
     const live = this.slots.filter((s) => s.running && s.proc)
     for (const s of live) this.sendTo(s, { type: 'drain' })
     const all = Promise.all(live.map((s) => s.exited))
-    const timeout = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), this.serverApp.config.WORKER_SHUTDOWN_TIMEOUT_MS))
-    if ((await Promise.race([all, timeout])) === 'timeout') {
-      this.log.warn('workers did not drain in time; killing them')
-      for (const s of live) if (s.running) s.proc?.kill('SIGKILL')
-      await all
+    const after = (ms: number) => new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), ms))
+    if ((await Promise.race([all, after(this.serverApp.config.WORKER_SHUTDOWN_TIMEOUT_MS)])) === 'timeout') {
+      this.log.warn('workers did not drain in time; aborting their jobs')
+      for (const s of live) if (s.running) this.sendTo(s, { type: 'abort', reason: 'interrupted: the server is shutting down' })
+      if ((await Promise.race([all, after(ABORT_GRACE_MS)])) === 'timeout') {
+        this.log.warn('workers did not stop after the abort; killing them')
+        for (const s of live) if (s.running) s.proc?.kill('SIGKILL')
+        await all
+      }
     }
+    await retireServer(this.serverApp.db, this.serverId).catch((err) => this.log.warn({ err }, 'could not remove this server from worker_servers'))
   }
 
   /** Each child's state without asking the database (used when it is unreachable). */
@@ -144,6 +184,8 @@ export class WorkerManager implements JobSubmitter {
       id: s.workerId,
       pid: s.proc?.pid ?? null,
       alive: s.running && s.ready,
+      healthy: this.isHealthy(s),
+      problem: this.problemOf(s),
       restarts: s.restarts,
       runningJobs: 0,
       startedAt: s.startedAt?.toISOString() ?? null,
@@ -169,6 +211,23 @@ export class WorkerManager implements JobSubmitter {
     return this.slots.filter((s) => s.running && s.ready).length
   }
 
+  /** Children that are alive and doing their work: /health is ok only when every one is. */
+  get healthyCount(): number {
+    return this.slots.filter((s) => this.isHealthy(s)).length
+  }
+
+  private isHealthy(s: Slot): boolean {
+    return s.running && s.ready && this.problemOf(s) === null
+  }
+
+  private problemOf(s: Slot): string | null {
+    if (!s.running || !s.ready) return null
+    // A child whose event loop is blocked, or that is wedged, stops reporting.
+    const silentMs = Date.now() - s.reportedAt
+    if (silentMs > 3 * STATUS_INTERVAL_MS + 1000) return `no status report for ${silentMs} ms`
+    return s.health?.problem ?? null
+  }
+
   private spawn(slot: Slot, onReady: () => void = () => {}): void {
     const { config } = this.serverApp
     // A fresh id per process: rows held by a dead child can never be mistaken for its successor's.
@@ -184,6 +243,7 @@ export class WorkerManager implements JobSubmitter {
     slot.running = true
     slot.ready = false
     slot.onReady = onReady
+    slot.health = null
     slot.startedAt = new Date()
     slot.exited = proc.exited.then((code) => this.onExit(slot, workerId, code, proc.signalCode))
     this.sendTo(slot, { type: 'init', workerId, config, jobModules: this.jobModules })
@@ -199,10 +259,19 @@ export class WorkerManager implements JobSubmitter {
   }
 
   private onMessage(slot: Slot, workerId: string, msg: ToManager): void {
-    if (msg.type === 'ready' && slot.workerId === workerId) {
+    if (slot.workerId !== workerId) return
+    if (msg.type === 'ready') {
       slot.ready = true
+      slot.reportedAt = Date.now()
       slot.onReady()
       this.log.debug({ workerId }, 'worker ready')
+      slot.healthyTimer = setTimeout(() => {
+        slot.healthyTimer = null
+        if (slot.workerId === workerId && slot.running) slot.consecutiveCrashes = 0
+      }, HEALTHY_AFTER_MS)
+    } else if (msg.type === 'status') {
+      slot.health = msg.health
+      slot.reportedAt = Date.now()
     } else if (msg.type === 'fatal') this.log.error({ workerId, error: msg.error }, 'worker failed to start')
   }
 
@@ -210,19 +279,21 @@ export class WorkerManager implements JobSubmitter {
     slot.running = false
     slot.ready = false
     slot.onReady()
+    if (slot.healthyTimer) clearTimeout(slot.healthyTimer)
+    slot.healthyTimer = null
     const livedMs = Date.now() - (slot.startedAt?.getTime() ?? Date.now())
     const level = this.stopping && code === 0 ? 'info' : 'warn'
     this.log[level]({ workerId, code, signal, livedMs }, 'worker exited')
-    // At once: whatever the child held is failed (and retried or rescheduled by the usual rules).
-    try {
-      const failed = await failAbandonedJobs(this.serverApp.db, { workerIds: [workerId] }, 'worker process exited')
-      if (failed.length > 0) this.log.warn({ workerId, jobIds: failed.map((j) => j.id) }, 'failed the jobs of an exited worker')
-    } catch (err) {
-      this.log.error({ err, workerId }, 'could not fail the jobs of an exited worker; the lease rescuer will')
-    }
+    // At once: the child is gone, so nothing runs its jobs any more; the rescuer returns them to pending.
+    await this.rescue({ workerIds: [workerId] }, 'interrupted: its worker process exited')
     if (this.stopping) return
-    slot.consecutiveCrashes = livedMs > 30_000 ? 1 : slot.consecutiveCrashes + 1
-    const delay = Math.min(this.serverApp.config.WORKER_RESTART_MAX_BACKOFF_MS, 100 * 2 ** (slot.consecutiveCrashes - 1))
+    // consecutiveCrashes is reset once a child has been ready for HEALTHY_AFTER_MS, so a child killed now
+    // and then comes back at once; only one that keeps failing to start backs off.
+    slot.consecutiveCrashes++
+    const backoff = slot.consecutiveCrashes <= 1 ? 0 : 100 * 2 ** (slot.consecutiveCrashes - 2)
+    let delay = Math.min(this.serverApp.config.WORKER_RESTART_MAX_BACKOFF_MS, backoff)
+    // Never sit with every slot empty for long: the last one comes back within a second.
+    if (this.aliveCount === 0) delay = Math.min(delay, 1000)
     slot.restartTimer = setTimeout(() => {
       slot.restartTimer = null
       if (this.stopping) return
@@ -231,12 +302,30 @@ export class WorkerManager implements JobSubmitter {
     }, delay)
   }
 
-  private async rescueExpiredLeases(): Promise<void> {
+  private async rescue(target: RescueTarget, reason: string): Promise<void> {
+    // One lease sweep at a time; an exited child's rescue always runs (it names its own rows).
+    const sweep = 'leaseExpired' in target
+    if (sweep && this.rescuing) return
+    if (sweep) this.rescuing = true
     try {
-      const rescued = await failAbandonedJobs(this.serverApp.db, { leaseExpired: true }, 'lease expired: its worker stopped responding')
-      if (rescued.length > 0) this.log.warn({ jobIds: rescued.map((j) => j.id) }, 'rescued jobs with expired leases')
+      const { released, failed } = await rescueJobs(this.serverApp.db, this.serverApp.registry, target, reason)
+      if (released.length > 0 || failed.length > 0) this.log.warn({ reason, released, failed }, 'rescued interrupted jobs')
     } catch (err) {
-      this.log.error({ err }, 'lease rescue failed')
+      this.log.error({ err, reason }, 'rescuing jobs failed; the next sweep retries')
+    } finally {
+      if (sweep) this.rescuing = false
+    }
+  }
+
+  /** Refreshes this server's row in worker_servers, then fails jobs that no live server has known for long. */
+  private async announce(): Promise<void> {
+    const { db, registry, config } = this.serverApp
+    try {
+      await announceServer(db, { id: this.serverId, hostname: hostname(), pid: process.pid, jobTypes: Object.keys(registry) })
+      const failed = await failUnrunnableJobs(db, config.WORKER_UNKNOWN_TYPE_FAIL_AFTER_MS)
+      if (failed.length > 0) this.log.warn({ jobIds: failed }, 'failed jobs of a type that no live server registers')
+    } catch (err) {
+      this.log.error({ err }, 'announcing this server failed')
     }
   }
 
@@ -260,7 +349,7 @@ export class WorkerManager implements JobSubmitter {
         autoRescheduleOnFailureDelay: 0,
         removeDelay: 7 * 24 * 3600,
         persistent: false,
-        tag: type,
+        tag: `system:${type}`,
         attempt: 1,
         maxAttempts: 25,
         rescheduledFromJob: null,

@@ -11,6 +11,17 @@ export class JobTimeoutError extends Error {
   }
 }
 
+/**
+ * An abort that is not the job's fault: the worker is being stopped, or it lost the lease on the row.
+ * The outcome is recorded as an interruption (back to pending, see queue/rescue.ts), not a failure.
+ */
+export class JobInterruptedError extends Error {
+  constructor(reason: string) {
+    super(reason)
+    this.name = 'JobInterruptedError'
+  }
+}
+
 /** A failure result that a person reading worker_jobs.result can act on. */
 export function errorResult(err: unknown): { error: string; name?: string; stack?: string } {
   if (err instanceof Error) return { error: err.message, name: err.name, stack: err.stack?.split('\n').slice(0, 8).join('\n') }
@@ -33,6 +44,7 @@ export function runJob(
   registry: JobRegistry,
   job: WorkerJob,
   log: Logger,
+  opts: { defaultTimeoutMs: number },
 ): { running: RunningJob; outcome: Promise<Outcome> } {
   // The AbortController is made only when the handler reads `signal`; until then an abort is remembered.
   let controller: AbortController | undefined
@@ -55,7 +67,7 @@ export function runJob(
     controller?.abort(reason)
     rejectAborted(reason)
   }
-  return { running: { job, abort }, outcome: execute(serverApp, registry, job, log, signal, aborted, abort) }
+  return { running: { job, abort }, outcome: execute(serverApp, registry, job, log, signal, aborted, abort, opts.defaultTimeoutMs) }
 }
 
 async function execute(
@@ -66,6 +78,7 @@ async function execute(
   signal: () => AbortSignal,
   aborted: Promise<never>,
   abort: (reason: Error) => void,
+  defaultTimeoutMs: number,
 ): Promise<Outcome> {
   const started = performance.now()
   // The start and end lines carry jobId and type themselves; the handler's child logger is only built if
@@ -82,10 +95,8 @@ async function execute(
       const issue = data.error.issues[0]!
       throw new Error(`invalid job data: data${issue.path.map((p: PropertyKey) => `.${String(p)}`).join('')}: ${issue.message}`)
     }
-    if (def.timeoutMs !== undefined) {
-      const ms = def.timeoutMs
-      timer = setTimeout(() => abort(new JobTimeoutError(ms)), ms)
-    }
+    const ms = def.timeoutMs ?? defaultTimeoutMs
+    timer = setTimeout(() => abort(new JobTimeoutError(ms)), ms)
     const params = {
       serverApp,
       get log() {
@@ -101,6 +112,9 @@ async function execute(
     outcome = { job, success: true, result: result ?? null }
   } catch (err) {
     outcome = { job, success: false, result: errorResult(err) }
+    if (err instanceof JobInterruptedError) {
+      outcome.interrupted = { reason: err.message, rerun: registry[job.type]?.rerunOnInterrupt !== false }
+    }
   } finally {
     if (timer) clearTimeout(timer)
   }

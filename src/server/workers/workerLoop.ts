@@ -1,29 +1,58 @@
+import type { Database } from '../db/client'
 import type { WorkerJob } from '../db/schema'
 import type { Logger } from '../log'
 import type { ServerApp } from '../serverApp'
 import { FinishBatcher } from './finishBatcher'
-import { claimJobs, extendLeases, nextDueTime } from './queue/claim'
-import { type RunningJob, runJob } from './runJob'
+import { claimJobs, extendLeases, nextDueTime, releaseUnknownClaims } from './queue/claim'
+import { JOBS_CHANNEL } from './queue/notify'
+import { JobInterruptedError, type RunningJob, runJob } from './runJob'
+
 
 export interface WorkerLoopOptions {
   workerId: string
   concurrency: number
   pollIntervalMs: number
   leaseMs: number
+  defaultTimeoutMs: number
+  /**
+   * The queue's own pool (claim, outcome writes, heartbeat): never shared with handler code, so a
+   * handler holding connections (an advisory lock, a slow query) can never delay a lease renewal.
+   */
+  queueDb: Database
+  /** Wall clock, injectable for tests of the lease deadline. */
+  now?: () => number
 }
 
-/** The channel the insert trigger notifies (see drizzle/0001_notify_trigger.sql). */
-export const JOBS_CHANNEL = 'worker_jobs'
+/** What the child reports to its manager for /health. */
+export interface WorkerHealth {
+  runningJobs: number
+  unwrittenOutcomes: number
+  /** Set when the worker cannot do its work although it runs: /health then reports it as not ok. */
+  problem: string | null
+}
+
+interface Held {
+  running: RunningJob
+  /** Local time at which the last confirmed claim or renewal of this row was sent: its lease runs from then. */
+  leaseSentAt: number
+  aborted: boolean
+}
 
 /**
  * The claim loop of one worker process:
  *   wait for a reason to look (NOTIFY, the next due time, a freed slot while work is queued, the poll timer)
  *   → claim up to the free slots → start each job → record outcomes in batches.
  * It never holds a transaction while a handler runs, and never claims more than it has slots for.
+ *
+ * Leases: the heartbeat renews exactly the rows this worker holds every lease/5. A separate deadline timer,
+ * which never waits for a query, aborts any job whose lease was not confirmed for lease − lease/5: by
+ * the time its row's lease expires and another server may rescue it, the job here has been told to stop.
  */
 export class WorkerLoop {
-  private readonly running = new Map<number, RunningJob>()
+  private readonly running = new Map<number, Held>()
   private readonly finisher: FinishBatcher
+  private readonly renewEveryMs: number
+  private readonly now: () => number
   private stopping = false
   private wakeup: (() => void) | null = null
   private woken = false
@@ -36,21 +65,37 @@ export class WorkerLoop {
   private timers: ReturnType<typeof setInterval>[] = []
   private unlisten: (() => Promise<void>) | null = null
   private done: Promise<void> | null = null
-  /** Last time the leases were confirmed; past the lease the jobs may already run elsewhere. */
-  private leaseConfirmedAt = Date.now()
+  private renewing = false
+  /** A claim failed on the connection: it may have committed without us seeing its rows. */
+  private unknownClaims = false
+  private claimFailingSince: number | null = null
+  private readonly types: string[]
+  private onIdle: (() => void)[] = []
 
   constructor(
     private readonly serverApp: ServerApp,
     private readonly log: Logger,
     private readonly opts: WorkerLoopOptions,
   ) {
-    this.finisher = new FinishBatcher(serverApp.db, opts.workerId, log, () => {
+    this.now = opts.now ?? Date.now
+    this.renewEveryMs = Math.max(100, Math.floor(opts.leaseMs / 5))
+    this.types = Object.keys(serverApp.registry)
+    this.finisher = new FinishBatcher(opts.queueDb, opts.workerId, log, () => {
       if (this.backlog) this.wake()
     })
   }
 
   get runningJobs(): number {
     return this.running.size
+  }
+
+  health(): WorkerHealth {
+    const now = this.now()
+    let problem: string | null = null
+    const since = (t: number | null) => (t === null ? 0 : now - t)
+    if (since(this.finisher.failingSince) > this.opts.leaseMs) problem = `outcomes unwritten for ${since(this.finisher.failingSince)} ms`
+    else if (since(this.claimFailingSince) > this.opts.leaseMs) problem = `claims failing for ${since(this.claimFailingSince)} ms`
+    return { runningJobs: this.running.size, unwrittenOutcomes: this.finisher.size, problem }
   }
 
   async start(): Promise<void> {
@@ -62,7 +107,8 @@ export class WorkerLoop {
     )
     this.unlisten = () => listener.unlisten()
     this.timers.push(setInterval(() => this.lookAround(), this.opts.pollIntervalMs))
-    this.timers.push(setInterval(() => void this.heartbeat(), Math.max(250, Math.floor(this.opts.leaseMs / 3))))
+    this.timers.push(setInterval(() => void this.renewLeases(), this.renewEveryMs))
+    this.timers.push(setInterval(() => this.enforceLeaseDeadline(), Math.max(50, Math.floor(this.renewEveryMs / 2))))
     this.done = this.loop()
   }
 
@@ -78,12 +124,19 @@ export class WorkerLoop {
     await this.unlisten?.().catch(() => {})
   }
 
-  /** Aborts every running job (forced shutdown); their outcomes are still recorded as failures. */
+  /**
+   * Aborts every running job (forced shutdown): each handler's signal fires, and the jobs are recorded as
+   * interrupted, so they go back to pending instead of failing.
+   */
   abortAll(reason: string): void {
-    for (const r of this.running.values()) r.abort(new Error(reason))
+    for (const h of this.running.values()) this.abortHeld(h, reason)
   }
 
-  private onIdle: (() => void)[] = []
+  private abortHeld(h: Held, reason: string): void {
+    if (h.aborted) return
+    h.aborted = true
+    h.running.abort(new JobInterruptedError(reason))
+  }
 
   private onNotify(payload: string): void {
     const due = Number(payload)
@@ -91,7 +144,10 @@ export class WorkerLoop {
     else this.wakeAt(due)
   }
 
-  /** Sets a timer for a future due time, keeping only the earliest. */
+  /**
+   * Sets a timer for a future due time, keeping only the earliest. When it fires, the loop re-reads the
+   * next due time, so the jobs due after it get their own timer instead of waiting for the poll.
+   */
   private wakeAt(due: number): void {
     if (due >= this.dueAt) return
     if (this.dueTimer) clearTimeout(this.dueTimer)
@@ -100,16 +156,16 @@ export class WorkerLoop {
       () => {
         this.dueAt = Number.POSITIVE_INFINITY
         this.dueTimer = null
-        this.wake()
+        this.lookAround()
       },
       Math.max(0, due - Date.now()),
     )
   }
 
   /**
-   * A wake that also re-reads the next due time. Only the poll and a (re)connect need it: every insert,
-   * future-dated ones included, announces its due time through NOTIFY, so a NOTIFY-driven claim can skip
-   * that query (one query per pickup instead of two).
+   * A wake that also re-reads the next due time: the poll, a (re)connect and a fired due timer need it.
+   * Every insert announces its due time through NOTIFY, so a NOTIFY-driven claim can skip that query
+   * (one query per pickup instead of two).
    */
   private lookAround(): void {
     this.recheckDue = true
@@ -130,7 +186,12 @@ export class WorkerLoop {
     })
   }
 
+  private heldIds(): number[] {
+    return [...this.running.keys(), ...this.finisher.heldIds()]
+  }
+
   private async loop(): Promise<void> {
+    const db = this.opts.queueDb
     while (!this.stopping) {
       // Back-pressure: while many outcomes wait to be written, claiming more would only grow that queue.
       const free = this.finisher.size >= this.opts.concurrency ? 0 : this.opts.concurrency - this.running.size
@@ -142,20 +203,31 @@ export class WorkerLoop {
       this.woken = false
       let claimed: WorkerJob[]
       try {
-        claimed = await claimJobs(this.serverApp.db, { workerId: this.opts.workerId, limit: free, leaseMs: this.opts.leaseMs })
+        // No claim is in flight here (this loop is the only claimer): rows locked_by us that we don't
+        // know can only be those of a claim whose reply was lost.
+        if (this.unknownClaims) {
+          const n = await releaseUnknownClaims(db, { workerId: this.opts.workerId, held: this.heldIds() })
+          this.unknownClaims = false
+          if (n > 0) this.log.warn({ count: n }, 'returned to pending the rows of a claim whose reply was lost')
+        }
+        const sentAt = this.now()
+        claimed = await claimJobs(db, { workerId: this.opts.workerId, limit: free, leaseMs: this.opts.leaseMs, types: this.types })
+        this.claimFailingSince = null
+        // Jobs claimed while a drain began still run: they are ours, and the drain waits for them.
+        for (const job of claimed) this.startJob(job, sentAt)
       } catch (err) {
+        this.unknownClaims = true
+        this.claimFailingSince ??= this.now()
         this.log.error({ err }, 'claiming jobs failed')
         await this.sleep(Math.min(this.opts.pollIntervalMs, 1000))
         continue
       }
-      // Jobs claimed while a drain began still run: they are ours, and the drain waits for them.
-      for (const job of claimed) this.startJob(job)
       this.backlog = claimed.length === free
       if (this.backlog || this.woken) continue
       if (this.recheckDue) {
         this.recheckDue = false
         try {
-          const next = await nextDueTime(this.serverApp.db)
+          const next = await nextDueTime(db, this.types)
           if (next) {
             if (next.getTime() <= Date.now()) continue
             this.wakeAt(next.getTime())
@@ -169,9 +241,11 @@ export class WorkerLoop {
     }
   }
 
-  private startJob(job: WorkerJob): void {
-    const { running, outcome: done } = runJob(this.serverApp, this.serverApp.registry, job, this.log)
-    this.running.set(job.id, running)
+  private startJob(job: WorkerJob, leaseSentAt: number): void {
+    const { running, outcome: done } = runJob(this.serverApp, this.serverApp.registry, job, this.log, {
+      defaultTimeoutMs: this.opts.defaultTimeoutMs,
+    })
+    this.running.set(job.id, { running, leaseSentAt, aborted: false })
     void done.then((outcome) => {
       this.running.delete(job.id)
       this.finisher.add(outcome)
@@ -188,18 +262,41 @@ export class WorkerLoop {
     })
   }
 
-  private async heartbeat(): Promise<void> {
-    if (this.running.size === 0 && this.finisher.size === 0) {
-      this.leaseConfirmedAt = Date.now()
-      return
-    }
+  /** Renews the leases of exactly the rows this worker holds; aborts the jobs whose rows it lost. */
+  private async renewLeases(): Promise<void> {
+    if (this.renewing) return // the previous renewal is still waiting: the deadline timer covers that
+    const ids = this.heldIds()
+    if (ids.length === 0) return
+    this.renewing = true
+    const sentAt = this.now()
     try {
-      await extendLeases(this.serverApp.db, { workerId: this.opts.workerId, leaseMs: this.opts.leaseMs })
-      this.leaseConfirmedAt = Date.now()
+      const held = await extendLeases(this.opts.queueDb, { workerId: this.opts.workerId, leaseMs: this.opts.leaseMs, ids })
+      for (const id of ids) {
+        const h = this.running.get(id)
+        if (!h) continue
+        if (held.has(id)) h.leaseSentAt = Math.max(h.leaseSentAt, sentAt)
+        else this.abortHeld(h, 'lease lost: the job was rescued by another worker')
+      }
     } catch (err) {
       this.log.error({ err }, 'extending job leases failed')
-      // Past the lease another worker may rescue and rerun these jobs: stop them here rather than run twice.
-      if (Date.now() - this.leaseConfirmedAt > this.opts.leaseMs) this.abortAll('lease lost: heartbeat failed')
+    } finally {
+      this.renewing = false
+    }
+  }
+
+  /**
+   * Runs on its own timer and never waits for the database: a job whose lease was not confirmed for
+   * lease − lease/5 is aborted, so it has stopped (if its handler honours the signal) before the row's
+   * lease runs out and another server may run it again.
+   */
+  enforceLeaseDeadline(): void {
+    const limit = this.opts.leaseMs - this.renewEveryMs
+    const now = this.now()
+    for (const h of this.running.values()) {
+      if (!h.aborted && now - h.leaseSentAt > limit) {
+        this.log.error({ jobId: h.running.job.id, unconfirmedMs: now - h.leaseSentAt }, 'lease not renewed in time; aborting the job')
+        this.abortHeld(h, `lease lost: not renewed for ${now - h.leaseSentAt} ms`)
+      }
     }
   }
 

@@ -3,7 +3,7 @@ import type { WorkerJob } from '../../db/schema'
 import type { Logger } from '../../log'
 import type { ServerApp } from '../../serverApp'
 
-/** What a handler receives. `signal` aborts on the job type's timeout and on a forced shutdown. */
+/** What a handler receives. `signal` aborts on the job's timeout, a lost lease and a forced shutdown. */
 export interface JobParams<Data = unknown> {
   serverApp: ServerApp
   log: Logger
@@ -15,8 +15,18 @@ export interface JobParams<Data = unknown> {
 export interface JobDefinition<Schema extends z.ZodType = z.ZodType> {
   type: string
   dataSchema: Schema
-  /** Past this many milliseconds the signal aborts and the run fails with a timeout error. */
+  /**
+   * Past this many milliseconds the signal aborts and the run fails with a timeout error. Without one,
+   * WORKER_DEFAULT_JOB_TIMEOUT_MS applies: a hung handler must not hold a worker or a drain forever.
+   */
   timeoutMs?: number
+  /**
+   * Whether a run interrupted by the infrastructure (its process killed, its server gone, its lease lost,
+   * a forced shutdown) goes back to pending to run again (the default: at-least-once). Set false for a
+   * handler that must never re-run blindly: such a job is failed with the reason instead, and only its
+   * own autoRescheduleOnFailure / cron rules apply.
+   */
+  rerunOnInterrupt?: boolean
   run(params: JobParams<z.output<Schema>>): Promise<unknown>
 }
 

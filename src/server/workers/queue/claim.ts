@@ -1,15 +1,23 @@
 import { sql } from 'drizzle-orm'
 import { type Executor, runQuery } from '../../db/client'
 import type { WorkerJob } from '../../db/schema'
+import { notifyDue } from './notify'
+import { bigintArray, textArray } from './params'
+import { PENDING, RUNNING } from './states'
 
 /**
- * Claims up to `limit` due jobs for `workerId` in one autocommit statement.
+ * Claims up to `limit` due jobs of the given types for `workerId` in one autocommit statement.
  *
- * - The inner SELECT walks worker_jobs_claim_idx (due, id WHERE started IS NULL AND finished IS NULL) in
- *   order and stops after `limit` rows, so its cost depends on the backlog of due jobs, not on how many
- *   finished rows the table keeps.
+ * - The MATERIALIZED CTE walks worker_jobs_claim_idx (due, id WHERE pending) in order and stops after
+ *   `limit` rows; its cost depends on the backlog of due jobs, not on how many finished rows the table
+ *   keeps. MATERIALIZED is a fence: the CTE runs exactly once and the UPDATE joins its result. With
+ *   `WHERE id IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)` the planner may turn the IN into a nested-loop
+ *   semi-join that rescans the locking subquery, and each rescan skips the rows the previous one locked:
+ *   LIMIT 1 once claimed 6 rows. A worker must never get more jobs than it has free slots.
  * - FOR UPDATE SKIP LOCKED: rows another worker is claiming at this instant are skipped, not waited for,
  *   and each row is re-checked under its lock, so two workers can never claim the same job.
+ * - `type = ANY(types)`: a server claims only the types it registers, so during a rolling deploy an old
+ *   server never claims (and fails) a type that only the new one knows; such rows stay pending.
  * - ORDER BY due, id: oldest first, and ties in submission order.
  * - One statement, no open transaction: the lock lasts only for the UPDATE, and the handler later runs
  *   with nothing held; ownership from then on is `locked_by` plus the lease.
@@ -19,32 +27,34 @@ import type { WorkerJob } from '../../db/schema'
  */
 export async function claimJobs(
   db: Executor,
-  opts: { workerId: string; limit: number; leaseMs: number },
+  opts: { workerId: string; limit: number; leaseMs: number; types: readonly string[] },
 ): Promise<WorkerJob[]> {
   const rows = await runQuery(
     db,
     sql`
-    WITH claimed AS (
-      UPDATE worker_jobs
+    WITH picked AS MATERIALIZED (
+      SELECT id FROM worker_jobs
+      WHERE ${PENDING} AND due <= now() AND type = ANY(${textArray(opts.types)})
+      ORDER BY due, id
+      LIMIT ${opts.limit}
+      FOR UPDATE SKIP LOCKED
+    ), claimed AS (
+      UPDATE worker_jobs AS j
       SET started = now(), locked_by = ${opts.workerId},
           lease_expires_at = now() + make_interval(secs => ${opts.leaseMs / 1000}), updated_at = now()
-      WHERE id IN (
-        SELECT id FROM worker_jobs
-        WHERE started IS NULL AND finished IS NULL AND due <= now()
-        ORDER BY due, id
-        LIMIT ${opts.limit}
-        FOR UPDATE SKIP LOCKED
-      )
-      RETURNING id, type, user_id, data, cron_schedule, auto_reschedule_on_failure, auto_reschedule_on_failure_delay,
-        remove_delay, persistent, tag, attempt, max_attempts, rescheduled_from_job, due, started, created_at
+      FROM picked
+      WHERE j.id = picked.id
+      RETURNING j.id, j.type, j.user_id, j.data, j.cron_schedule, j.auto_reschedule_on_failure,
+        j.auto_reschedule_on_failure_delay, j.remove_delay, j.persistent, j.tag, j.attempt, j.max_attempts,
+        j.rescheduled_from_job, j.due, j.started, j.created_at, j.last_error
     )
     SELECT coalesce(json_agg(json_build_array(id, type, user_id, data, cron_schedule, auto_reschedule_on_failure,
         auto_reschedule_on_failure_delay, remove_delay, persistent, tag, attempt, max_attempts, rescheduled_from_job,
-        extract(epoch FROM due) * 1000, extract(epoch FROM started) * 1000, extract(epoch FROM created_at) * 1000)
+        extract(epoch FROM due) * 1000, extract(epoch FROM started) * 1000, extract(epoch FROM created_at) * 1000, last_error)
       ORDER BY due, id), '[]')::text AS jobs
     FROM claimed`,
   )
-  type Tuple = [number, string, number, unknown, string | null, boolean, number, number, boolean, string | null, number, number | null, number | null, number, number, number]
+  type Tuple = [number, string, number, unknown, string | null, boolean, number, number, boolean, string | null, number, number, number | null, number, number, number, string | null]
   // RETURNING does not keep the subquery's order, so json_agg sorts: oldest first, ties by id.
   return (JSON.parse(String(rows[0]!.jobs)) as Tuple[]).map((t) => {
     const started = new Date(t[14])
@@ -69,7 +79,7 @@ export async function claimJobs(
       success: null,
       result: null,
       lockedBy: opts.workerId,
-      lastError: null,
+      lastError: t[16],
       leaseExpiresAt: new Date(started.getTime() + opts.leaseMs),
       createdAt: new Date(t[15]),
       updatedAt: started,
@@ -77,24 +87,49 @@ export async function claimJobs(
   })
 }
 
-/** The earliest due time of any pending job, so an idle worker can sleep exactly until then. */
-export async function nextDueTime(db: Executor): Promise<Date | null> {
+/** The earliest due time of any pending job this worker can run, so an idle worker can sleep exactly until then. */
+export async function nextDueTime(db: Executor, types: readonly string[]): Promise<Date | null> {
   const rows = await runQuery(
     db,
     sql`SELECT extract(epoch FROM due)::float8 * 1000 AS due_ms FROM worker_jobs
-        WHERE started IS NULL AND finished IS NULL ORDER BY due, id LIMIT 1`,
+        WHERE ${PENDING} AND type = ANY(${textArray(types)}) ORDER BY due, id LIMIT 1`,
   )
   const due = rows[0]?.due_ms
   return typeof due === 'number' ? new Date(due) : null
 }
 
-/** Extends the leases of every job this worker still runs; a rescued job is no longer extended. */
-export async function extendLeases(db: Executor, opts: { workerId: string; leaseMs: number }): Promise<number> {
+/**
+ * Extends the leases of exactly the jobs this worker holds (`id = ANY`), and returns the ids it still
+ * holds: a job missing from the answer was rescued meanwhile and must be aborted here. Rows locked_by
+ * this worker that it does not know (a claim whose reply was lost) are not extended, so their lease runs
+ * out and the rescuer returns them to pending.
+ */
+export async function extendLeases(db: Executor, opts: { workerId: string; leaseMs: number; ids: readonly number[] }): Promise<Set<number>> {
+  if (opts.ids.length === 0) return new Set()
   const rows = await runQuery(
     db,
     sql`UPDATE worker_jobs SET lease_expires_at = now() + make_interval(secs => ${opts.leaseMs / 1000})
-        WHERE locked_by = ${opts.workerId} AND started IS NOT NULL AND finished IS NULL
+        WHERE id = ANY(${bigintArray(opts.ids)}) AND locked_by = ${opts.workerId} AND ${RUNNING}
         RETURNING id`,
+  )
+  return new Set(rows.map((r) => Number(r.id)))
+}
+
+/**
+ * Returns to pending the rows locked_by this worker that it does not hold: a claim that committed but
+ * whose reply never arrived. They never ran, so attempt is unchanged. Only safe while no claim of this
+ * worker is in flight (the claim loop calls it between claims).
+ */
+export async function releaseUnknownClaims(db: Executor, opts: { workerId: string; held: readonly number[] }): Promise<number> {
+  const rows = await runQuery(
+    db,
+    sql`
+    WITH released AS (
+      UPDATE worker_jobs SET started = NULL, locked_by = NULL, lease_expires_at = NULL, updated_at = now()
+      WHERE locked_by = ${opts.workerId} AND ${RUNNING} AND NOT (id = ANY(${bigintArray(opts.held)}))
+      RETURNING id, due
+    )
+    ${notifyDue(sql`released`)}`,
   )
   return rows.length
 }

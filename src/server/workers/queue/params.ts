@@ -1,0 +1,15 @@
+import { type SQL, sql } from 'drizzle-orm'
+
+/**
+ * A text[] value bound as one parameter. drizzle's `sql` expands a JS array into a list `($1, $2, …)`,
+ * which is a syntax error when empty and a new statement text for every length (defeating prepared
+ * statements), so the array travels as one JSON parameter instead.
+ */
+export function textArray(values: readonly string[]): SQL {
+  return sql`ARRAY(SELECT jsonb_array_elements_text(${JSON.stringify(values)}::jsonb))`
+}
+
+/** A bigint[] value bound as one parameter, for `id = ANY(…)`. */
+export function bigintArray(values: readonly number[]): SQL {
+  return sql`ARRAY(SELECT jsonb_array_elements_text(${JSON.stringify(values)}::jsonb)::bigint)`
+}

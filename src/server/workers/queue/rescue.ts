@@ -1,0 +1,92 @@
+import { type SQL, sql } from 'drizzle-orm'
+import { type Database, runQuery } from '../../db/client'
+import type { JobRegistry } from '../jobs/types'
+import { insertSuccessors, releaseJobs } from './finish'
+import { textArray } from './params'
+import { RUNNING } from './states'
+import { storableJson } from './storable'
+import { type FinishedJob, planFinish } from './successor'
+import { isTransientDbError } from './transient'
+
+/** Which running rows to rescue: those a dead child held, or those whose lease has expired. */
+export type RescueTarget = { workerIds: readonly string[] } | { leaseExpired: true }
+
+export interface RescueResult {
+  /** Back to pending with attempt + 1: they will run again. */
+  released: number[]
+  /** Finished as failed (attempts used up, or their type must never re-run blindly), with the usual retry and cron rules. */
+  failed: number[]
+}
+
+/** Rows handled per call; a larger backlog is taken on the next tick. */
+const BATCH = 1_000
+
+/**
+ * The rescuer: the one place that decides what happens to a job whose run was interrupted by the
+ * infrastructure (its child died, its server went silent, its lease expired). That is not the job's own
+ * failure, so:
+ *   - attempts left and the type allows it (defineJob's `rerunOnInterrupt`, default true): back to
+ *     pending, attempt + 1, `last_error` says why (at-least-once);
+ *   - otherwise: finished as failed with that reason, and the normal retry / cron rules apply.
+ * The first is one statement that cannot fail on a row's content. The second goes row by row, each in its
+ * own transaction, so a row that cannot be finished (a cron string with no next run, written by hand) is
+ * failed alone without a successor and never blocks the rows after it.
+ *
+ * Safety: a dead child runs nothing; a live but silent holder has aborted its jobs before its lease ran
+ * out (the worker loop's deadline), so rescuing after expiry never runs a job twice at once.
+ */
+export async function rescueJobs(db: Database, registry: JobRegistry, target: RescueTarget, reason: string): Promise<RescueResult> {
+  const which = targetSql(target)
+  if (!which) return { released: [], failed: [] }
+  const noRerun = Object.values(registry)
+    .filter((d) => d.rerunOnInterrupt === false)
+    .map((d) => d.type)
+  const rerunnable = sql`attempt < max_attempts AND NOT (type = ANY(${textArray(noRerun)}))`
+  const released = await releaseJobs(db, {
+    error: reason,
+    where: sql`id IN (SELECT id FROM worker_jobs WHERE ${RUNNING} AND ${which} AND ${rerunnable} LIMIT ${BATCH} FOR UPDATE SKIP LOCKED)`,
+  })
+  const rest = await runQuery(db, sql`SELECT id FROM worker_jobs WHERE ${RUNNING} AND ${which} ORDER BY id LIMIT ${BATCH}`)
+  const failed: number[] = []
+  for (const { id } of rest) {
+    if (await failOne(db, Number(id), which, reason)) failed.push(Number(id))
+  }
+  return { released: [...released], failed }
+}
+
+function targetSql(target: RescueTarget): SQL | null {
+  if ('leaseExpired' in target) return sql`lease_expires_at < now()`
+  if (target.workerIds.length === 0) return null
+  return sql`locked_by = ANY(${textArray(target.workerIds)})`
+}
+
+/** Fails one interrupted row in its own transaction; false when another rescuer took it first. */
+async function failOne(db: Database, id: number, which: SQL, reason: string): Promise<boolean> {
+  const run = (withSuccessor: boolean) =>
+    db.transaction(async (tx) => {
+      const [row] = (await tx.execute(
+        sql`SELECT id, type, user_id AS "userId", data, cron_schedule AS "cronSchedule",
+              auto_reschedule_on_failure AS "autoRescheduleOnFailure",
+              auto_reschedule_on_failure_delay AS "autoRescheduleOnFailureDelay", remove_delay AS "removeDelay",
+              persistent, tag, attempt, max_attempts AS "maxAttempts"
+            FROM worker_jobs WHERE id = ${id} AND ${RUNNING} AND ${which} FOR UPDATE SKIP LOCKED`,
+      )) as unknown as (FinishedJob & { id: string | number })[]
+      if (!row) return false
+      const job: FinishedJob = { ...row, id: Number(row.id) }
+      const error = job.attempt >= job.maxAttempts ? `${reason} (attempt ${job.attempt} of ${job.maxAttempts})` : reason
+      const plan = planFinish(job, false, { error }, new Date())
+      await tx.execute(sql`
+        UPDATE worker_jobs SET finished = now(), success = false, result = ${storableJson(plan.result)}::jsonb,
+          remove_at = now() + make_interval(secs => remove_delay), updated_at = now()
+        WHERE id = ${id}`)
+      if (withSuccessor && plan.successor) await insertSuccessors(tx, [plan.successor])
+      return true
+    })
+  try {
+    return await run(true)
+  } catch (err) {
+    if (isTransientDbError(err)) throw err
+    // Its successor could not be written: finish it anyway, so the rescuer moves past it next time.
+    return run(false)
+  }
+}

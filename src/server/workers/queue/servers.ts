@@ -1,0 +1,27 @@
+import { sql } from 'drizzle-orm'
+import { type Database, runQuery } from '../../db/client'
+import { textArray } from './params'
+
+/** A server that has not refreshed its row for this long counts as gone (its row is deleted). */
+export const SERVER_STALE_MS = 30_000
+
+/**
+ * Records (or refreshes) this server in worker_servers with the job types it registers, and drops the rows
+ * of servers that stopped refreshing theirs. Called by each manager every few seconds.
+ */
+export async function announceServer(
+  db: Database,
+  server: { id: string; hostname: string; pid: number; jobTypes: readonly string[] },
+): Promise<void> {
+  await runQuery(
+    db,
+    sql`INSERT INTO worker_servers (id, hostname, pid, job_types)
+        VALUES (${server.id}, ${server.hostname}, ${server.pid}, ${textArray(server.jobTypes)})
+        ON CONFLICT (id) DO UPDATE SET job_types = EXCLUDED.job_types, last_seen_at = now()`,
+  )
+  await runQuery(db, sql`DELETE FROM worker_servers WHERE last_seen_at < now() - make_interval(secs => ${SERVER_STALE_MS / 1000})`)
+}
+
+export async function retireServer(db: Database, id: string): Promise<void> {
+  await runQuery(db, sql`DELETE FROM worker_servers WHERE id = ${id}`)
+}

@@ -80,16 +80,17 @@ function databaseUrlProblem(v: string): string | null {
   return null
 }
 
-const RPC_SCHEMES = ['http:', 'https:', 'ws:', 'wss:']
+// The chain clients use viem's http transport, so a websocket URL would pass here and fail in every chain job.
+const RPC_SCHEMES = ['http:', 'https:']
 
 function rpcUrlProblem(v: string): string | null {
   let url: URL
   try {
     url = new URL(v)
   } catch {
-    return badPort(v) ?? 'expected an http(s) or ws(s) URL'
+    return badPort(v) ?? 'expected an http(s) URL'
   }
-  if (!RPC_SCHEMES.includes(url.protocol)) return `expected an http, https, ws or wss URL, not ${url.protocol.slice(0, 20)}`
+  if (!RPC_SCHEMES.includes(url.protocol)) return `expected an http or https URL, not ${url.protocol.slice(0, 20)}`
   return null
 }
 

@@ -32,3 +32,6 @@ export function sqlClient(databaseUrl: string) {
 
 export const CREATE_RUNS_TABLE = `CREATE TABLE IF NOT EXISTS test_job_runs (
   job_id bigint NOT NULL, pid integer NOT NULL, started_at timestamptz NOT NULL, ended_at timestamptz NOT NULL)`
+
+export const CREATE_ABORTS_TABLE = `CREATE TABLE IF NOT EXISTS test_job_aborts (
+  job_id bigint NOT NULL, attempt integer NOT NULL, pid integer NOT NULL, reason text NOT NULL, at timestamptz NOT NULL DEFAULT now())`

@@ -3,6 +3,7 @@ import { Counter, Gauge, Registry } from 'prom-client'
 import type { Database } from '../db/client'
 import { workerJobs } from '../db/schema'
 import { STATUS_WHERE } from '../workers/queue/states'
+import { countUnrunnable } from '../workers/queue/unrunnable'
 import type { ServerApp } from '../serverApp'
 import type { WorkerManager } from '../workers/manager'
 
@@ -57,6 +58,11 @@ export function createMetrics(serverApp: ServerApp, manager: WorkerManager | nul
   const jobsByType = new Gauge({ name: 'worker_jobs_by_type', help: 'Jobs in worker_jobs by type and state', labelNames: ['type', 'state'], registers })
   const queueDepth = new Gauge({ name: 'worker_queue_depth', help: 'Pending jobs whose due time has passed', registers })
   const oldestDue = new Gauge({ name: 'worker_queue_oldest_due_age_seconds', help: 'Age of the oldest due pending job (0 when none)', registers })
+  const unrunnable = new Gauge({
+    name: 'worker_jobs_unrunnable',
+    help: 'Due pending jobs of a type that no live server registers (they wait for one that does)',
+    registers,
+  })
   const dbUp = new Gauge({ name: 'worker_jobs_query_up', help: '1 when this scrape could read the job table, else 0', registers })
 
   if (manager) {
@@ -92,9 +98,10 @@ export function createMetrics(serverApp: ServerApp, manager: WorkerManager | nul
     jobs.reset()
     jobsByType.reset()
     let rows: JobSnapshotRow[]
+    let waiting: number
     try {
-      rows = await Promise.race([
-        queryJobSnapshot(serverApp.db),
+      ;[rows, waiting] = await Promise.race([
+        Promise.all([queryJobSnapshot(serverApp.db), countUnrunnable(serverApp.db)]),
         new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no answer within ${QUERY_TIMEOUT_MS} ms`)), QUERY_TIMEOUT_MS)),
       ])
     } catch (err) {
@@ -103,9 +110,11 @@ export function createMetrics(serverApp: ServerApp, manager: WorkerManager | nul
       dbUp.set(0)
       queueDepth.reset()
       oldestDue.reset()
+      unrunnable.reset()
       return
     }
     dbUp.set(1)
+    unrunnable.set(waiting)
     const totals: Record<State, number> = { pending: 0, running: 0, succeeded: 0, failed: 0 }
     let due = 0
     let oldest = 0

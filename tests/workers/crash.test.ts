@@ -108,3 +108,26 @@ describe('lease rescue', () => {
     expect(done.result).toEqual({ slept: 5000 })
   }, 20_000)
 })
+
+describe('a wedged child', () => {
+  test('one that stops reporting (SIGSTOP) makes /health 503 with the reason, and ok again once it resumes', async () => {
+    // Before, /health only asked whether the process existed: a worker that could not claim still said ok.
+    const before = await health()
+    expect(before.code).toBe(200)
+    const victim = before.body.workers[0]
+    process.kill(victim.pid, 'SIGSTOP')
+    try {
+      const bad = await waitFor(async () => {
+        const h = await health()
+        return h.code === 503 ? h : null
+      }, { timeoutMs: 10_000, what: '/health to notice the stopped child' })
+      const w = bad.body.workers.find((x: any) => x.id === victim.id)
+      expect(w.alive).toBe(true)
+      expect(w.healthy).toBe(false)
+      expect(w.problem).toContain('no status report')
+    } finally {
+      process.kill(victim.pid, 'SIGCONT')
+    }
+    await waitFor(async () => (await health()).code === 200, { timeoutMs: 10_000, what: '/health to recover' })
+  }, 30_000)
+})

@@ -1,6 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import type postgres from 'postgres'
-import type { RunningServer } from '../../src/server/boot'
 import { createTestDatabase, type TestDatabase } from '../helpers/db'
 import { CREATE_ABORTS_TABLE, CREATE_RUNS_TABLE, sqlClient, startTestServer } from '../helpers/engine'
 import { waitFor } from '../helpers/wait'

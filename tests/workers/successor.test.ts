@@ -1,7 +1,7 @@
 import { describe, expect, test } from 'bun:test'
 import type { WorkerJob } from '../../src/server/db/schema'
 import { nextCronRun } from '../../src/server/workers/cron'
-import { mayHaveSuccessor, successorOf } from '../../src/server/workers/queue/successor'
+import { mayHaveSuccessor, planFinish, successorOf } from '../../src/server/workers/queue/successor'
 
 const NOW = new Date('2026-03-10T10:15:30.000Z')
 
@@ -26,6 +26,7 @@ const job = (over: Partial<WorkerJob> = {}): WorkerJob => ({
   maxAttempts: 25,
   rescheduledFromJob: null,
   lockedBy: 'w',
+  lastError: null,
   leaseExpiresAt: null,
   createdAt: NOW,
   updatedAt: NOW,
@@ -88,5 +89,27 @@ describe('successorOf', () => {
     const afterLast = successorOf({ ...c, attempt: 2 }, false, NOW)!
     expect(afterLast.due.toISOString()).toBe('2026-03-10T11:00:00.000Z')
     expect(afterLast.attempt).toBe(1)
+  })
+})
+
+describe('planFinish', () => {
+  test('a cron string with no next run (a hand-written row) fails the job with a clear error and no successor', () => {
+    for (const cronSchedule of ['0 0 30 2 *', 'garbage']) {
+      const plan = planFinish(job({ cronSchedule }), true, { ok: 1 }, NOW)
+      expect(plan.success).toBe(false)
+      expect(plan.successor).toBeNull()
+      expect((plan.result as { error: string }).error).toContain('cron_schedule: cron expression')
+    }
+  })
+
+  test("keeps the job's own error beside the cron error", () => {
+    const plan = planFinish(job({ cronSchedule: 'garbage' }), false, { error: 'boom' }, NOW)
+    expect(plan.result).toMatchObject({ jobError: 'boom' })
+  })
+
+  test('a valid plan is the outcome as given plus its successor', () => {
+    const plan = planFinish(job({ cronSchedule: '0 * * * *' }), true, { ok: 1 }, NOW)
+    expect(plan).toMatchObject({ success: true, result: { ok: 1 } })
+    expect(plan.successor!.due.toISOString()).toBe('2026-03-10T11:00:00.000Z')
   })
 })

@@ -30,6 +30,7 @@ export function storableJson(value: unknown): string {
 }
 
 /** NUL, and UTF-16 surrogates that are not part of a pair: the characters jsonb cannot hold. */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: NUL is exactly the character this must find.
 const UNSTORABLE = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g
 const cleanString = (s: string) => s.replace(UNSTORABLE, '\ufffd')
 

@@ -1,23 +1,12 @@
 import type { ChainClients } from './chain/clients'
 import type { Config } from './config'
-import { createDb, type Database, type DbHandle, type Transaction } from './db/client'
-import type { WorkerJob } from './db/schema'
+import { createDb, type Database, type DbHandle } from './db/client'
 import type { Logger } from './log'
 import type { JobRegistry } from './workers/jobs/types'
-import { COPY_THRESHOLD, copyJobs } from './workers/queue/copyInsert'
-import {
-  insertValidatedJobs,
-  type SubmitJobInput,
-  validateJobInput,
-  validateJobInputSlices,
-  validateJobInputs,
-} from './workers/queue/submit'
+import { createSubmitter, type JobSubmitter } from './workers/queue/submit'
 
-/** Submitting jobs: what resolvers and job handlers use. `tx` enrols the insert in the caller's transaction. */
-export interface JobSubmitter {
-  submitJob(input: SubmitJobInput, opts?: { tx?: Transaction }): Promise<WorkerJob>
-  submitJobs(inputs: readonly SubmitJobInput[], opts?: { tx?: Transaction }): Promise<WorkerJob[]>
-}
+// Submitting lives in queue/submit.ts (validation, COPY or INSERT, the transaction); re-exported for callers.
+export { createSubmitter, type JobSubmitter }
 
 /** The one object built at boot and handed to everything that needs the server's resources. */
 export interface ServerApp {
@@ -28,23 +17,6 @@ export interface ServerApp {
   chain: ChainClients
   registry: JobRegistry
   workerManager: JobSubmitter
-}
-
-export function createSubmitter(db: Database, registry: JobRegistry): JobSubmitter {
-  return {
-    async submitJob(input, opts) {
-      return (await insertValidatedJobs(db, [validateJobInput(registry, input)], opts))[0]!
-    },
-    // async, so a validation error is a rejected promise like a database error, never a synchronous throw.
-    async submitJobs(inputs, opts) {
-      // Large untagged batches outside a caller's transaction stream into COPY while being validated.
-      const untagged = Array.isArray(inputs) && inputs.every((i) => (i as { tag?: unknown } | null)?.tag == null)
-      if (!opts?.tx && untagged && inputs.length >= COPY_THRESHOLD) {
-        return copyJobs(db.$client, inputs.length, validateJobInputSlices(registry, inputs))
-      }
-      return insertValidatedJobs(db, validateJobInputs(registry, inputs), opts)
-    },
-  }
 }
 
 export function createServerApp(opts: {

@@ -5,7 +5,7 @@ import { JobInputError, type SubmitJobInput } from '../workers/queue/submit'
 import { findJob, listJobs } from './jobQueries'
 import type { JobStatus } from '../workers/queue/states'
 import { statusOf } from '../workers/queue/states'
-import { DateTimeScalar, JSONScalar, parseIsoDateTime } from './scalars'
+import { DateTimeScalar, JSONScalar } from './scalars'
 
 /**
  * Resolvers. Writes only go through serverApp.workerManager (zod validation, one transaction, NOTIFY);
@@ -33,15 +33,13 @@ async function submitting<T>(work: () => Promise<T>): Promise<T> {
   }
 }
 
-/** Drops nulls (null means "not given", so zod's defaults apply) and turns `due` into a Date. */
-function toSubmitInput(input: GqlSubmitInput, prefix: string): SubmitJobInput {
+/**
+ * Drops nulls (null means "not given", so zod's defaults apply). `due` stays a string: submit parses it
+ * strictly and names the field (`due`, `jobs[3].due`) when it is not a valid date-time in range.
+ */
+function toSubmitInput(input: GqlSubmitInput): SubmitJobInput {
   const out: Record<string, unknown> = {}
   for (const [k, v] of Object.entries(input)) if (v !== null && v !== undefined) out[k] = v
-  if (typeof out.due === 'string') {
-    const due = parseIsoDateTime(out.due)
-    if (!due) throw new JobInputError(`${prefix}due`, 'expected an ISO 8601 date-time with a time zone, e.g. 2030-01-01T00:00:00Z')
-    out.due = due
-  }
   return out as SubmitJobInput
 }
 
@@ -70,9 +68,9 @@ export function createResolvers(serverApp: ServerApp) {
     },
     Mutation: {
       submitJob: (_: unknown, args: { input: GqlSubmitInput }) =>
-        submitting(() => serverApp.workerManager.submitJob(toSubmitInput(args.input, ''))),
+        submitting(() => serverApp.workerManager.submitJob(toSubmitInput(args.input))),
       submitJobs: (_: unknown, args: { jobs: GqlSubmitInput[] }) =>
-        submitting(() => serverApp.workerManager.submitJobs(args.jobs.map((j, i) => toSubmitInput(j, `jobs[${i}].`)))),
+        submitting(() => serverApp.workerManager.submitJobs(args.jobs.map(toSubmitInput))),
     },
   }
 }

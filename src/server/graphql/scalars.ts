@@ -9,9 +9,9 @@ export const JSONScalar = new GraphQLScalarType({
 })
 
 /**
- * Dates go out as ISO strings. Coming in, the scalar only insists on a string: the resolver turns it into a
- * Date and, if it is not a valid ISO date-time, throws an error naming the input field (the scalar cannot
- * know which field it is parsing).
+ * Dates go out as ISO strings. Coming in, the scalar only insists on a string: submit's validation parses
+ * it strictly (parseIsoDateTime) and checks its range, and its error names the input field (`due`,
+ * `jobs[3].due`), which the scalar cannot know.
  */
 export const DateTimeScalar = new GraphQLScalarType({
   name: 'DateTime',
@@ -30,12 +30,6 @@ export const DateTimeScalar = new GraphQLScalarType({
   },
 })
 
-// Date and time with a zone: without one, "2030-01-01T00:00" would depend on the server's time zone.
-const ISO_DATE_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/i
-
-/** A valid ISO 8601 date-time with a zone, as a Date; null when it is not one. */
-export function parseIsoDateTime(value: string): Date | null {
-  if (!ISO_DATE_TIME.test(value)) return null
-  const d = new Date(value)
-  return Number.isNaN(d.getTime()) ? null : d
-}
+// The strict parser (no 2030-02-31 rolled over into March, a zone required), shared with submit's own
+// validation of `due`, which also checks the range Postgres can store.
+export { parseIsoDateTime } from '../workers/queue/submit'

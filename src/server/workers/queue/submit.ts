@@ -1,34 +1,110 @@
-import { and, eq, inArray, isNull, sql } from 'drizzle-orm'
+import { sql } from 'drizzle-orm'
 import { z } from 'zod'
-import type { Database, Executor, Transaction } from '../../db/client'
-import { type WorkerJob, workerJobs } from '../../db/schema'
+import { type Database, type Executor, runQuery, type Transaction } from '../../db/client'
+import type { WorkerJob } from '../../db/schema'
 import { isValidCron, nextCronRun } from '../cron'
 import type { JobRegistry } from '../jobs/types'
-import { insertJobs, lockTags } from './insert'
+import { COPY_THRESHOLD, copyErrorField, copyJobs } from './copyInsert'
+import { INSERT_CHUNK, insertJobs, lockTags } from './insert'
+import { findUnstorable, isStorableText, toJson, unstorableReason } from './rows'
+import { PENDING } from './states'
 import type { NewJobRow } from './successor'
 
 export const DEFAULT_REMOVE_DELAY_SECONDS = 7 * 24 * 3600
 /** Every job is bounded (as River's default): retries and interruptions stop here unless the submitter says otherwise. */
 export const DEFAULT_MAX_ATTEMPTS = 25
+/** Tags of the built-in schedules (`system:watchChain`, …); submitJob refuses them, so no caller can take one over. */
+export const SYSTEM_TAG_PREFIX = 'system:'
+export const systemTag = (type: string) => `${SYSTEM_TAG_PREFIX}${type}`
+
+/**
+ * The due times we accept. Postgres stores 4713 BC .. 294276 AD, JavaScript writes years past 9999 as
+ * "+010000-…", and no job is meant for before 1970: a sane window, checked before any SQL runs.
+ */
+export const MIN_DUE = new Date('1970-01-01T00:00:00.000Z')
+export const MAX_DUE = new Date('9999-12-31T23:59:59.999Z')
+const DUE_RANGE = 'must be between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59Z'
+const INT4_MAX = 2_147_483_647
+
+// A date, or a date-time with a zone: without one, "2030-01-01T00:00" would depend on the server's time zone.
+const ISO = /^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?(Z|([+-])(\d{2}):(\d{2})))?$/i
+const ISO_EXPECTED = 'expected an ISO 8601 date-time with a time zone (e.g. 2030-01-01T00:00:00Z) or a date (2030-01-01, UTC)'
+
+/**
+ * Parses an ISO 8601 date or date-time strictly: every component must exist as written (no 2030-02-31
+ * rolled over into March, no hour 24), unlike Date.parse / z.coerce.date. Returns the Date, or why not.
+ */
+function parseIso(value: string): Date | string {
+  const m = ISO.exec(value)
+  if (!m) return ISO_EXPECTED
+  const [year, month, day, hour = 0, minute = 0, second = 0] = m.slice(1, 7).map((p) => (p === undefined ? undefined : Number(p)))
+  const ms = m[7] ? Number(m[7].slice(0, 3).padEnd(3, '0')) : 0
+  const offsetMin = m[9] ? (m[9] === '-' ? -1 : 1) * (Number(m[10]) * 60 + Number(m[11])) : 0
+  if (m[8] && m[9] && (Number(m[10]) > 23 || Number(m[11]) > 59)) return `${ISO_EXPECTED}: no such time zone offset`
+  if (hour! > 23 || minute! > 59 || second! > 59) return `${ISO_EXPECTED}: no such time of day`
+  const d = new Date(0)
+  // setUTCFullYear, not Date.UTC: Date.UTC reads years 0..99 as 1900..1999.
+  d.setUTCFullYear(year!, month! - 1, day!)
+  if (d.getUTCFullYear() !== year || d.getUTCMonth() !== month! - 1 || d.getUTCDate() !== day) return `no such date: ${m[1]}-${m[2]}-${m[3]}`
+  d.setUTCHours(hour!, minute!, second!, ms)
+  return new Date(d.getTime() - offsetMin * 60_000)
+}
+
+/** A strictly valid ISO 8601 date-time or date as a Date, or null. Shared with the GraphQL DateTime scalar. */
+export function parseIsoDateTime(value: string): Date | null {
+  const d = parseIso(value)
+  return typeof d === 'string' ? null : d
+}
+
+/** `due` as a Date (or undefined: not given), or a message saying what is wrong with it. */
+function toDue(value: unknown): Date | undefined | string {
+  if (value === undefined || value === null) return undefined
+  const d =
+    value instanceof Date ? value : typeof value === 'string' ? parseIso(value) : typeof value === 'number' ? new Date(value) : ISO_EXPECTED
+  if (typeof d === 'string') return d
+  if (Number.isNaN(d.getTime())) return 'expected a valid date'
+  return d < MIN_DUE || d > MAX_DUE ? DUE_RANGE : d
+}
+
+/** Text Postgres can store: no NUL, no lone surrogate. */
+const storable = (s: string) => isStorableText(s)
+const int4 = (min: number, minMessage?: string) =>
+  z.number().int().min(min, minMessage ? { message: minMessage } : undefined).max(INT4_MAX, { message: `must be at most ${INT4_MAX}` })
 
 /** What callers pass to submitJob. Delays are in seconds, as in the spec. */
 export const submitJobInput = z
   .object({
     type: z.string().min(1),
-    userId: z.number().int().min(0).default(0),
+    userId: int4(0).default(0),
     data: z.unknown().default({}),
-    due: z.coerce.date().optional(),
+    /** A Date, an ISO 8601 string (strictly parsed, with a zone) or epoch milliseconds; null means not given. */
+    due: z
+      .unknown()
+      .transform((v, ctx) => {
+        const due = toDue(v)
+        if (typeof due !== 'string') return due
+        ctx.addIssue({ code: 'custom', message: due })
+        return z.NEVER
+      })
+      .optional(),
     cronSchedule: z
       .string()
+      .refine(storable, { message: 'contains a character Postgres cannot store (NUL or a lone surrogate)' })
       .refine(isValidCron, { message: 'expected a 5- or 6-field cron expression with a future run' })
       .nullish(),
     autoRescheduleOnFailure: z.boolean().default(false),
-    autoRescheduleOnFailureDelay: z.number().int().min(0, { message: 'must be >= 0 seconds' }).default(0),
-    removeDelay: z.number().int().min(0, { message: 'must be >= 0 seconds' }).default(DEFAULT_REMOVE_DELAY_SECONDS),
+    autoRescheduleOnFailureDelay: int4(0, 'must be >= 0 seconds').default(0),
+    removeDelay: int4(0, 'must be >= 0 seconds').default(DEFAULT_REMOVE_DELAY_SECONDS),
     persistent: z.boolean().default(false),
-    /** At most one pending job per tag: submitting a new one cancels the pending one. */
-    tag: z.string().min(1).max(200).nullish(),
-    maxAttempts: z.number().int().min(1).nullish(),
+    /** At most one pending job per tag and user: submitting a new one cancels that user's pending one. */
+    tag: z
+      .string()
+      .min(1)
+      .max(200)
+      .refine(storable, { message: 'contains a character Postgres cannot store (NUL or a lone surrogate)' })
+      .refine((t) => !t.startsWith(SYSTEM_TAG_PREFIX), { message: `is reserved: tags starting with "${SYSTEM_TAG_PREFIX}" belong to the built-in jobs` })
+      .nullish(),
+    maxAttempts: int4(1).nullish(),
   })
   .strict()
 
@@ -56,12 +132,15 @@ export function validateJobInput(registry: JobRegistry, input: unknown, prefix =
   }
   const v = parsed.data
   const def = registry[v.type]
-  if (!def) throw new JobInputError(fieldOf(prefix, ['type']), `unknown job type "${v.type}"`)
+  if (!def) throw new JobInputError(fieldOf(prefix, ['type']), `unknown job type ${JSON.stringify(v.type)}`)
   const data = def.dataSchema.safeParse(v.data)
   if (!data.success) {
     const issue = data.error.issues[0]!
     throw new JobInputError(fieldOf(prefix, ['data', ...issue.path]), issue.message)
   }
+  // What will be stored (the schema's output) must be something jsonb accepts, or the whole statement fails.
+  const bad = findUnstorable(data.data ?? {}, fieldOf(prefix, ['data']))
+  if (bad) throw new JobInputError(bad.path, bad.reason)
   const cronSchedule = v.cronSchedule ?? null
   return {
     type: v.type,
@@ -83,14 +162,14 @@ export function validateJobInput(registry: JobRegistry, input: unknown, prefix =
 
 /** Validates a batch; fields are named `jobs[i].…`. Nothing is written if any input is bad. */
 export function validateJobInputs(registry: JobRegistry, inputs: readonly unknown[]): NewJobRow[] {
-  if (!Array.isArray(inputs)) throw new JobInputError('jobs', 'expected an array')
   const now = new Date()
   const rows = inputs.map((input, i) => validateJobInput(registry, input, `jobs[${i}]`, now))
   const seen = new Set<string>()
   rows.forEach((r, i) => {
     if (!r.tag) return
-    if (seen.has(r.tag)) throw new JobInputError(`jobs[${i}].tag`, `tag "${r.tag}" appears twice in one submission`)
-    seen.add(r.tag)
+    const key = `${r.userId}:${r.tag}`
+    if (seen.has(key)) throw new JobInputError(`jobs[${i}].tag`, `tag ${JSON.stringify(r.tag)} appears twice for user ${r.userId} in one submission`)
+    seen.add(key)
   })
   return rows
 }
@@ -109,38 +188,124 @@ export function* validateJobInputSlices(registry: JobRegistry, inputs: readonly 
 }
 
 /**
- * Inserts validated rows in one transaction: the caller's `tx` when given, so a rolled-back caller leaves
- * no job behind. Pending jobs that share a tag with a new one are cancelled, with a result naming the job
- * that replaced them.
+ * Postgres refusing a value (SQLSTATE class 22, data exception: a date out of range, a NUL, a bad
+ * escape) is about the caller's input even where validation missed it: it becomes a JobInputError naming
+ * the row and column when a COPY error says which, else `field`. Anything else passes through unchanged.
  */
-export async function insertValidatedJobs(
-  db: Database,
-  rows: readonly NewJobRow[],
-  opts: { tx?: Transaction } = {},
-): Promise<WorkerJob[]> {
-  if (rows.length === 0) return []
-  const tags = rows.flatMap((r) => (r.tag ? [r.tag] : []))
-  if (tags.length === 0) return insertJobs(opts.tx ?? db, rows)
-  const work = (tx: Executor) => insertReplacingTags(tx, rows, tags)
-  return opts.tx ? work(opts.tx) : db.transaction(work)
+export function databaseInputError(err: unknown, field: string): unknown {
+  const e = err as { code?: unknown; message?: unknown } | null
+  if (typeof e?.code !== 'string' || !e.code.startsWith('22')) return err
+  const message = String(e.message)
+  return new JobInputError(copyErrorField(err) ?? field, `refused by the database: ${isStorableText(message) ? message : unstorableReason(message)}`)
 }
 
-async function insertReplacingTags(tx: Executor, rows: readonly NewJobRow[], tags: string[]): Promise<WorkerJob[]> {
-  await lockTags(tx, tags)
-  const pending = and(inArray(workerJobs.tag, tags), isNull(workerJobs.started), isNull(workerJobs.finished))
-  const cancelled = await tx
-    .update(workerJobs)
-    .set({ finished: sql`now()`, success: false, removeAt: sql`now() + make_interval(secs => ${workerJobs.removeDelay})`, updatedAt: sql`now()` })
-    .where(pending)
-    .returning({ id: workerJobs.id, tag: workerJobs.tag })
-  const inserted = await insertJobs(tx, rows)
-  // The cancelled rows name their replacement, which only has an id once it is inserted.
-  for (const c of cancelled) {
-    const by = inserted.find((j) => j.tag === c.tag)!
-    await tx
-      .update(workerJobs)
-      .set({ result: { error: `cancelled: replaced by job ${by.id}` } })
-      .where(eq(workerJobs.id, c.id))
+export interface SubmitOptions {
+  /** Enrols the insert in the caller's transaction: a rolled-back caller leaves no job behind. */
+  tx?: Transaction
+}
+
+/** Submitting jobs: what resolvers and job handlers use (serverApp.workerManager). */
+export interface JobSubmitter {
+  submitJob(input: SubmitJobInput, opts?: SubmitOptions): Promise<WorkerJob>
+  submitJobs(inputs: readonly SubmitJobInput[], opts?: SubmitOptions): Promise<WorkerJob[]>
+}
+
+/** The one place that validates and inserts submitted jobs; serverApp and the manager delegate here. */
+export function createSubmitter(db: Database, registry: JobRegistry): JobSubmitter {
+  return {
+    submitJob: (input, opts) => submitJob(db, registry, input, opts),
+    submitJobs: (inputs, opts) => submitJobs(db, registry, inputs, opts),
   }
+}
+
+// async, so a validation error is a rejected promise like a database error, never a synchronous throw.
+export async function submitJob(db: Database, registry: JobRegistry, input: SubmitJobInput, opts: SubmitOptions = {}): Promise<WorkerJob> {
+  const row = validateJobInput(registry, input)
+  try {
+    return (await insertRows(db, [row], opts))[0]!
+  } catch (err) {
+    throw databaseInputError(err, 'input')
+  }
+}
+
+/**
+ * All or nothing. 500 or more untagged jobs outside a caller's transaction stream into one COPY while
+ * they are validated (copyInsert.ts); everything else is validated whole, then INSERTed (insertRows).
+ */
+export async function submitJobs(
+  db: Database,
+  registry: JobRegistry,
+  inputs: readonly SubmitJobInput[],
+  opts: SubmitOptions = {},
+): Promise<WorkerJob[]> {
+  if (!Array.isArray(inputs)) throw new JobInputError('jobs', 'expected an array')
+  try {
+    // COPY has no ON CONFLICT (tags need it, and the replacing of pending rows), and a drizzle
+    // transaction handle does not expose its connection: those take the INSERT path.
+    const untagged = inputs.every((i) => (i as { tag?: unknown } | null)?.tag == null)
+    if (!opts.tx && untagged && inputs.length >= COPY_THRESHOLD) {
+      return await copyJobs(db.$client, inputs.length, validateJobInputSlices(registry, inputs))
+    }
+    return await insertRows(db, validateJobInputs(registry, inputs), opts)
+  } catch (err) {
+    throw databaseInputError(err, 'jobs')
+  }
+}
+
+/**
+ * Submits a built-in job (user 0, tag `system:<type>`, which submitJob refuses to anyone else): the
+ * manager's once-per-boot jobs. Like any tagged submit, it replaces the pending row holding that tag.
+ */
+export async function submitBuiltInJob(
+  db: Database,
+  registry: JobRegistry,
+  input: Omit<SubmitJobInput, 'tag' | 'userId'>,
+): Promise<WorkerJob> {
+  const row = { ...validateJobInput(registry, input), userId: 0, tag: systemTag(input.type) }
+  return (await insertRows(db, [row], {}))[0]!
+}
+
+/**
+ * Inserts validated rows in one transaction: the caller's `tx` when given, else one of its own when the
+ * rows take more than one statement (tags: lock, cancel, insert; or more than INSERT_CHUNK rows). A single
+ * untagged INSERT is its own transaction and runs as a prepared statement on the pool.
+ */
+async function insertRows(db: Database, rows: readonly NewJobRow[], opts: SubmitOptions): Promise<WorkerJob[]> {
+  if (rows.length === 0) return []
+  const tagged = rows.some((r) => r.tag !== null)
+  const work = (tx: Executor) => (tagged ? insertReplacingTags(tx, rows) : insertJobs(tx, rows))
+  if (opts.tx) return work(opts.tx)
+  if (!tagged && rows.length <= INSERT_CHUNK) return insertJobs(db, rows)
+  return db.transaction(work)
+}
+
+/**
+ * Pending jobs of the same user and tag as a new one are cancelled (finished, success = false) with a
+ * result naming the job that replaced them. Another user's row with the same tag is never touched.
+ */
+async function insertReplacingTags(tx: Executor, rows: readonly NewJobRow[]): Promise<WorkerJob[]> {
+  await lockTags(tx, rows)
+  const keys = rows.flatMap((r) => (r.tag === null ? [] : [{ user_id: r.userId, tag: r.tag }]))
+  const cancelled = await runQuery(
+    tx,
+    sql`
+    UPDATE worker_jobs AS j
+    SET finished = now(), success = false, remove_at = now() + make_interval(secs => j.remove_delay), updated_at = now()
+    FROM jsonb_to_recordset(${toJson(keys)}::text::jsonb) AS k(user_id integer, tag text)
+    WHERE j.user_id = k.user_id AND j.tag = k.tag AND ${PENDING} -- k has no started/finished: these are j's
+    RETURNING j.id, j.user_id, j.tag`,
+  )
+  const inserted = await insertJobs(tx, rows)
+  if (cancelled.length === 0) return inserted
+  // The cancelled rows name their replacement, which only has an id once it is inserted.
+  const byKey = new Map(inserted.map((j) => [`${j.userId}:${j.tag}`, j.id]))
+  const names = cancelled.map((c) => ({ id: Number(c.id), by: byKey.get(`${c.user_id}:${c.tag}`)! }))
+  await runQuery(
+    tx,
+    sql`
+    UPDATE worker_jobs AS j SET result = jsonb_build_object('error', 'cancelled: replaced by job ' || n.by)
+    FROM jsonb_to_recordset(${toJson(names)}::text::jsonb) AS n(id bigint, by bigint)
+    WHERE j.id = n.id`,
+  )
   return inserted
 }

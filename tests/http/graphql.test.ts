@@ -132,6 +132,11 @@ describe('bad input', () => {
     { name: 'maxAttempts 0', input: { type: 'noop', maxAttempts: 0 }, field: 'maxAttempts' },
     { name: 'due that is not a date', input: { type: 'noop', due: 'tomorrow' }, field: 'due' },
     { name: 'due without a time zone', input: { type: 'noop', due: '2030-01-01T00:00:00' }, field: 'due' },
+    { name: 'due on 31 February (not rolled over)', input: { type: 'noop', due: '2030-02-31T00:00:00Z' }, field: 'due' },
+    { name: 'due in year 0000 (Postgres cannot store it)', input: { type: 'noop', due: '0000-01-01T00:00:00Z' }, field: 'due' },
+    { name: 'a NUL in data (jsonb cannot store it)', input: { type: 'noop', data: { s: 'a\u0000b' } }, field: 'data.s' },
+    { name: 'a lone surrogate in a tag', input: { type: 'noop', tag: 'x\ud800' }, field: 'tag' },
+    { name: 'a reserved system: tag', input: { type: 'watchChain', userId: 0, tag: 'system:watchChain' }, field: 'tag' },
   ]
 
   test.each(cases)('$name: an error naming $field, and no row', async ({ input, field }) => {

@@ -71,9 +71,50 @@ describe('submitJob', () => {
     [{ type: 'noop', userId: 1, maxAttempts: 0 }, 'maxAttempts'],
     [{ type: 'noop', userId: 1, bogus: true }, 'input'],
     [{ type: 'sleep', userId: 1, data: {} }, 'data.ms'],
+    // Impossible dates are refused, not rolled over into the next month.
+    [{ type: 'noop', due: '2030-02-31' }, 'due'],
+    [{ type: 'noop', due: '2030-02-31T00:00:00Z' }, 'due'],
+    [{ type: 'noop', due: '2030-01-01T00:00:00' }, 'due'],
+    [{ type: 'noop', due: new Date(Number.NaN) }, 'due'],
+    // What Postgres cannot store is refused before any SQL runs.
+    [{ type: 'noop', due: '0000-01-01T00:00:00Z' }, 'due'],
+    [{ type: 'noop', due: new Date('+100000-01-01T00:00:00Z') }, 'due'],
+    [{ type: 'noop', userId: 2 ** 31 }, 'userId'],
+    [{ type: 'noop', maxAttempts: 2 ** 31 }, 'maxAttempts'],
+    [{ type: 'noop', autoRescheduleOnFailureDelay: 2 ** 31 }, 'autoRescheduleOnFailureDelay'],
+    [{ type: 'noop', data: { s: 'a\u0000b' } }, 'data.s'],
+    [{ type: 'noop', data: { deep: [{ x: '\udfff' }] } }, 'data.deep[0].x'],
+    [{ type: 'noop', tag: 'a\u0000' }, 'tag'],
+    [{ type: 'noop', tag: '\ud800' }, 'tag'],
+    // Built-in schedules own the system: tags.
+    [{ type: 'watchChain', userId: 0, tag: 'system:watchChain' }, 'tag'],
   ])('rejects %p naming %s, and writes nothing', async (input, field) => {
     await rejects(input, field)
     expect(await count()).toBe(0)
+  })
+
+  test('due: a Date, epoch ms, an ISO date-time with any zone, or a date (UTC), within 1970..9999', async () => {
+    const cases: [unknown, string][] = [
+      [new Date('2030-01-01T00:00:00Z'), '2030-01-01T00:00:00.000Z'],
+      [Date.UTC(2030, 5, 1), '2030-06-01T00:00:00.000Z'],
+      ['2030-06-15T10:20:30.123456+02:00', '2030-06-15T08:20:30.123Z'],
+      ['2028-02-29', '2028-02-29T00:00:00.000Z'],
+      ['1970-01-01T00:00:00Z', '1970-01-01T00:00:00.000Z'],
+      ['9999-12-31T23:59:59Z', '9999-12-31T23:59:59.000Z'],
+    ]
+    for (const [due, iso] of cases) {
+      const job = await app.workerManager.submitJob({ type: 'noop', due })
+      expect(job.due.toISOString()).toBe(iso)
+      const [row] = await sql`SELECT due FROM worker_jobs WHERE id = ${job.id}`
+      expect(new Date(row!.due).toISOString()).toBe(iso)
+    }
+    let err: unknown
+    try {
+      await app.workerManager.submitJob({ type: 'noop', due: '1969-12-31T23:59:59Z' })
+    } catch (e) {
+      err = e
+    }
+    expect((err as Error).message).toBe('Invalid job input: due: must be between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59Z')
   })
 
   test('submitJobs validates everything before writing anything', async () => {

@@ -7,9 +7,9 @@
 import { createLogger, flushLogger } from '../log'
 import { createServerApp } from '../serverApp'
 import { QUEUE_POOL_SIZE } from '../db/budget'
-import { createDb } from '../db/client'
 import { STATUS_INTERVAL_MS, type ToChild, type ToManager } from './ipc'
 import { buildRegistry, loadJobModules } from './jobs/registry'
+import { QueueDb } from './queueDb'
 import { WorkerLoop } from './workerLoop'
 
 const send = (m: ToManager) => process.send?.(m)
@@ -35,20 +35,26 @@ async function init(msg: Extract<ToChild, { type: 'init' }>): Promise<void> {
     dbPoolSize: config.WORKER_DB_POOL_SIZE,
     applicationName: `worker ${workerId}`,
   })
-  const queue = createDb(config.DATABASE_URL, {
-    max: QUEUE_POOL_SIZE,
-    applicationName: `worker ${workerId} queue`,
-    connectTimeoutMs: Math.min(config.DB_CONNECT_TIMEOUT_MS, Math.floor(config.WORKER_LEASE_MS / 2)),
-    // A queue statement that hangs longer than this is cancelled rather than holding the loop.
-    statementTimeoutMs: Math.max(1000, Math.floor(config.WORKER_LEASE_MS / 2)),
-  })
+  // Every queue statement must answer well within a lease: the server cancels it (statement_timeout) and
+  // QueueDb gives up on a silent connection, both at half a lease.
+  const halfLease = Math.max(1000, Math.floor(config.WORKER_LEASE_MS / 2))
+  const queue = new QueueDb(
+    config.DATABASE_URL,
+    {
+      max: QUEUE_POOL_SIZE,
+      applicationName: `worker ${workerId} queue`,
+      connectTimeoutMs: Math.min(config.DB_CONNECT_TIMEOUT_MS, halfLease),
+      statementTimeoutMs: halfLease,
+    },
+    halfLease,
+  )
   loop = new WorkerLoop(serverApp, log, {
     workerId,
     concurrency: config.WORKER_CONCURRENCY,
     pollIntervalMs: config.WORKER_POLL_INTERVAL_MS,
     leaseMs: config.WORKER_LEASE_MS,
     defaultTimeoutMs: config.WORKER_DEFAULT_JOB_TIMEOUT_MS,
-    queueDb: queue.db,
+    queueDb: queue,
   })
   // Chain code (viem) loads on first use, but parsing it blocks the event loop for ~100-200 ms: when
   // this server schedules chain jobs, load it before claiming anything so it never stalls running jobs.

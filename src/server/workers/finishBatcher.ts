@@ -1,6 +1,6 @@
-import type { Database } from '../db/client'
 import type { Logger } from '../log'
 import { finishJobs, type Outcome } from './queue/finish'
+import type { QueueDb } from './queueDb'
 
 /**
  * Collects outcomes and writes them in batches: everything that finished while the previous write was in
@@ -17,7 +17,7 @@ export class FinishBatcher {
   failingSince: number | null = null
 
   constructor(
-    private readonly db: Database,
+    private readonly queue: QueueDb,
     private readonly workerId: string,
     private readonly log: Logger,
     /** Called after each write, so a loop held back by unwritten outcomes can claim again. */
@@ -53,7 +53,7 @@ export class FinishBatcher {
       this.pending = []
       this.inFlight = batch
       try {
-        const written = await finishJobs(this.db, this.workerId, batch)
+        const written = await this.queue.run((db) => finishJobs(db, this.workerId, batch))
         this.failingSince = null
         const lost = batch.length - written.size
         if (lost > 0) this.log.warn({ lost }, 'outcomes not recorded: jobs were rescued by another worker first')

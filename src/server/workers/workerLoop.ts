@@ -1,10 +1,10 @@
-import type { Database } from '../db/client'
 import type { WorkerJob } from '../db/schema'
 import type { Logger } from '../log'
 import type { ServerApp } from '../serverApp'
 import { FinishBatcher } from './finishBatcher'
 import { claimJobs, extendLeases, nextDueTime, releaseUnknownClaims } from './queue/claim'
 import { JOBS_CHANNEL } from './queue/notify'
+import type { QueueDb } from './queueDb'
 import { JobInterruptedError, type RunningJob, runJob } from './runJob'
 
 
@@ -18,7 +18,7 @@ export interface WorkerLoopOptions {
    * The queue's own pool (claim, outcome writes, heartbeat): never shared with handler code, so a
    * handler holding connections (an advisory lock, a slow query) can never delay a lease renewal.
    */
-  queueDb: Database
+  queueDb: QueueDb
   /** Wall clock, injectable for tests of the lease deadline. */
   now?: () => number
 }
@@ -191,7 +191,7 @@ export class WorkerLoop {
   }
 
   private async loop(): Promise<void> {
-    const db = this.opts.queueDb
+    const q = this.opts.queueDb
     while (!this.stopping) {
       // Back-pressure: while many outcomes wait to be written, claiming more would only grow that queue.
       const free = this.finisher.size >= this.opts.concurrency ? 0 : this.opts.concurrency - this.running.size
@@ -206,12 +206,14 @@ export class WorkerLoop {
         // No claim is in flight here (this loop is the only claimer): rows locked_by us that we don't
         // know can only be those of a claim whose reply was lost.
         if (this.unknownClaims) {
-          const n = await releaseUnknownClaims(db, { workerId: this.opts.workerId, held: this.heldIds() })
+          const n = await q.run((db) => releaseUnknownClaims(db, { workerId: this.opts.workerId, held: this.heldIds() }))
           this.unknownClaims = false
           if (n > 0) this.log.warn({ count: n }, 'returned to pending the rows of a claim whose reply was lost')
         }
         const sentAt = this.now()
-        claimed = await claimJobs(db, { workerId: this.opts.workerId, limit: free, leaseMs: this.opts.leaseMs, types: this.types })
+        claimed = await q.run((db) =>
+          claimJobs(db, { workerId: this.opts.workerId, limit: free, leaseMs: this.opts.leaseMs, types: this.types }),
+        )
         this.claimFailingSince = null
         // Jobs claimed while a drain began still run: they are ours, and the drain waits for them.
         for (const job of claimed) this.startJob(job, sentAt)
@@ -227,7 +229,7 @@ export class WorkerLoop {
       if (this.recheckDue) {
         this.recheckDue = false
         try {
-          const next = await nextDueTime(db, this.types)
+          const next = await q.run((db) => nextDueTime(db, this.types))
           if (next) {
             if (next.getTime() <= Date.now()) continue
             this.wakeAt(next.getTime())
@@ -270,7 +272,9 @@ export class WorkerLoop {
     this.renewing = true
     const sentAt = this.now()
     try {
-      const held = await extendLeases(this.opts.queueDb, { workerId: this.opts.workerId, leaseMs: this.opts.leaseMs, ids })
+      const held = await this.opts.queueDb.run((db) =>
+        extendLeases(db, { workerId: this.opts.workerId, leaseMs: this.opts.leaseMs, ids }),
+      )
       for (const id of ids) {
         const h = this.running.get(id)
         if (!h) continue

@@ -14,6 +14,8 @@ const TRANSIENT_CODES = new Set([
   'CONNECTION_CLOSED',
   'CONNECTION_ENDED',
   'CONNECTION_DESTROYED',
+  // A queue statement that missed its answer deadline (workers/queueDb.ts).
+  'QUERY_TIMEOUT',
 ])
 /** SQLSTATE classes: connection exception, transaction rollback, insufficient resources, operator intervention (shutdown, statement timeout), system error, internal error. */
 const TRANSIENT_CLASSES = new Set(['08', '40', '53', '57', '58', 'XX'])

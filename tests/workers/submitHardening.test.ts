@@ -185,12 +185,6 @@ async function poolIsFree() {
 
 const rows = (n: number): NewJobRow[] => Array.from({ length: n }, () => validateJobInput(app.registry, { type: 'noop' }))
 
-function slicesOf(all: NewJobRow[], size: number): NewJobRow[][] {
-  const out: NewJobRow[][] = []
-  for (let i = 0; i < all.length; i += size) out.push(all.slice(i, i + size))
-  return out
-}
-
 describe('Postgres refusing what validation would have let through', () => {
   test('a COPY refused after all its data was sent rejects, rolls back and frees its connection', async () => {
     const all = rows(1000)
@@ -209,10 +203,18 @@ describe('Postgres refusing what validation would have let through', () => {
   })
 
   test('a COPY refused while it is still being sent stops, rejects and frees its connection', async () => {
-    const all = rows(30_000)
-    all[0] = { ...all[0]!, userId: 2 ** 31 }
-    const err = await rejection(copyJobs(app.dbHandle.client, all.length, slicesOf(all, 1000)))
+    const row = rows(1)[0]!
+    let produced = 0
+    function* slices() {
+      for (let s = 0; s < 200; s++) {
+        produced++
+        yield Array.from({ length: 1000 }, (_, i) => (s === 0 && i === 0 ? { ...row, userId: 2 ** 31 } : row))
+      }
+    }
+    const err = await rejection(copyJobs(app.dbHandle.client, 200_000, slices()))
     expect((databaseInputError(err, 'jobs') as JobInputError).field).toBe('jobs[0].userId')
+    // Postgres refuses line 1 at once: the rest of the 200 slices is neither validated nor sent.
+    expect(produced).toBeLessThan(200)
     expect(await idleInTransaction()).toBe(0)
     expect(await rowCount()).toBe(0)
     await poolIsFree()

@@ -23,7 +23,7 @@ export function isStorableText(s: string): boolean {
   return !s.includes('\u0000') && s.isWellFormed()
 }
 
-export const unstorableReason = (s: string) =>
+const unstorableReason = (s: string) =>
   s.includes('\u0000') ? 'contains a NUL character (\\u0000), which Postgres cannot store' : 'contains a lone UTF-16 surrogate, which Postgres cannot store'
 
 /** A JSON-path step: `.key` as zod names fields, `[i]` for array items, `["…"]` (escaped) for a key that is itself bad. */

@@ -6,7 +6,7 @@ import { isValidCron, nextCronRun } from '../cron'
 import type { JobRegistry } from '../jobs/types'
 import { COPY_THRESHOLD, copyErrorField, copyJobs } from './copyInsert'
 import { INSERT_CHUNK, insertJobs, lockTags } from './insert'
-import { findUnstorable, isStorableText, toJson, unstorableReason } from './rows'
+import { findUnstorable, isStorableText, toJson } from './rows'
 import { PENDING } from './states'
 import type { NewJobRow } from './successor'
 
@@ -40,7 +40,7 @@ function parseIso(value: string): Date | string {
   const [year, month, day, hour = 0, minute = 0, second = 0] = m.slice(1, 7).map((p) => (p === undefined ? undefined : Number(p)))
   const ms = m[7] ? Number(m[7].slice(0, 3).padEnd(3, '0')) : 0
   const offsetMin = m[9] ? (m[9] === '-' ? -1 : 1) * (Number(m[10]) * 60 + Number(m[11])) : 0
-  if (m[8] && m[9] && (Number(m[10]) > 23 || Number(m[11]) > 59)) return `${ISO_EXPECTED}: no such time zone offset`
+  if (m[9] && (Number(m[10]) > 23 || Number(m[11]) > 59)) return `${ISO_EXPECTED}: no such time zone offset`
   if (hour! > 23 || minute! > 59 || second! > 59) return `${ISO_EXPECTED}: no such time of day`
   const d = new Date(0)
   // setUTCFullYear, not Date.UTC: Date.UTC reads years 0..99 as 1900..1999.
@@ -66,8 +66,6 @@ function toDue(value: unknown): Date | undefined | string {
   return d < MIN_DUE || d > MAX_DUE ? DUE_RANGE : d
 }
 
-/** Text Postgres can store: no NUL, no lone surrogate. */
-const storable = (s: string) => isStorableText(s)
 const int4 = (min: number, minMessage?: string) =>
   z.number().int().min(min, minMessage ? { message: minMessage } : undefined).max(INT4_MAX, { message: `must be at most ${INT4_MAX}` })
 
@@ -89,7 +87,7 @@ export const submitJobInput = z
       .optional(),
     cronSchedule: z
       .string()
-      .refine(storable, { message: 'contains a character Postgres cannot store (NUL or a lone surrogate)' })
+      .refine(isStorableText, { message: 'contains a character Postgres cannot store (NUL or a lone surrogate)' })
       .refine(isValidCron, { message: 'expected a 5- or 6-field cron expression with a future run' })
       .nullish(),
     autoRescheduleOnFailure: z.boolean().default(false),
@@ -101,7 +99,7 @@ export const submitJobInput = z
       .string()
       .min(1)
       .max(200)
-      .refine(storable, { message: 'contains a character Postgres cannot store (NUL or a lone surrogate)' })
+      .refine(isStorableText, { message: 'contains a character Postgres cannot store (NUL or a lone surrogate)' })
       .refine((t) => !t.startsWith(SYSTEM_TAG_PREFIX), { message: `is reserved: tags starting with "${SYSTEM_TAG_PREFIX}" belong to the built-in jobs` })
       .nullish(),
     maxAttempts: int4(1).nullish(),
@@ -195,8 +193,7 @@ export function* validateJobInputSlices(registry: JobRegistry, inputs: readonly 
 export function databaseInputError(err: unknown, field: string): unknown {
   const e = err as { code?: unknown; message?: unknown } | null
   if (typeof e?.code !== 'string' || !e.code.startsWith('22')) return err
-  const message = String(e.message)
-  return new JobInputError(copyErrorField(err) ?? field, `refused by the database: ${isStorableText(message) ? message : unstorableReason(message)}`)
+  return new JobInputError(copyErrorField(err) ?? field, `refused by the database: ${String(e.message)}`)
 }
 
 export interface SubmitOptions {

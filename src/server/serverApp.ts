@@ -26,7 +26,12 @@ export function createServerApp(opts: {
   dbPoolSize?: number
   applicationName?: string
 }): ServerApp {
-  const dbHandle = createDb(opts.config.DATABASE_URL, { max: opts.dbPoolSize, applicationName: opts.applicationName })
+  const dbHandle = createDb(opts.config.DATABASE_URL, {
+    max: opts.dbPoolSize,
+    applicationName: opts.applicationName,
+    connectTimeoutMs: opts.config.DB_CONNECT_TIMEOUT_MS,
+    statementTimeoutMs: opts.config.DB_STATEMENT_TIMEOUT_MS,
+  })
   let chain: ChainClients | undefined
   return {
     config: opts.config,

@@ -160,15 +160,20 @@ describe('watchChain killed halfway', () => {
 
       await waitFor(async () => (await events()) === N, { timeoutMs: 60_000, intervalMs: 50, what: 'all events processed after the crash' })
       expect(await actualNotificationKeys(f)).toEqual(await expectedNotificationKeys(f, start, end))
-      // The killed run was failed by the manager; later runs (new worker) finished the work.
+      // The killed run went back to pending (an interruption is not a failure) and ran again; later runs
+      // (new worker) finished the work.
       const finishedJobs = () => f.sql`SELECT success, result FROM worker_jobs WHERE type = 'watchChain' AND finished IS NOT NULL ORDER BY id`
       // The run that committed the last range records its outcome just after; wait for it.
       await waitFor(async () => (await finishedJobs()).some((j) => j.success === true && Number(j.result.events) > 0), {
         timeoutMs: 10_000,
         what: 'a successful watchChain run after the crash',
       })
-      const jobs = await finishedJobs()
-      expect(jobs.some((j) => j.success === false && j.result.error === 'worker process exited')).toBe(true)
+      const [rerun] = await f.sql`SELECT attempt, finished FROM worker_jobs
+        WHERE type = 'watchChain' AND last_error = 'interrupted: its worker process exited'`
+      expect(rerun!.attempt).toBe(2)
+      await waitFor(async () => (await f.sql`SELECT 1 FROM worker_jobs WHERE type = 'watchChain' AND attempt = 2 AND finished IS NOT NULL`)[0], {
+        what: 'the interrupted run to run again',
+      })
       expect(server.logs.filter((l) => l.msg === 'worker spawned').length).toBeGreaterThanOrEqual(2)
     } finally {
       await server.stop()

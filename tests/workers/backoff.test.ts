@@ -1,7 +1,8 @@
 import { describe, expect, test } from 'bun:test'
 import { cronProblem, isValidCron } from '../../src/server/workers/cron'
 import { MAX_BACKOFF_SECONDS, MIN_RETRY_DELAY_SECONDS, retryDelaySeconds } from '../../src/server/workers/queue/backoff'
-import { sanitizeForJsonb, storableJson, MAX_RESULT_CHARS } from '../../src/server/workers/queue/storable'
+import { sanitizeForJsonb } from '../../src/server/workers/queue/rows'
+import { MAX_RESULT_CHARS, storableJson } from '../../src/server/workers/queue/storable'
 import { isTransientDbError } from '../../src/server/workers/queue/transient'
 
 describe('retryDelaySeconds (pure)', () => {
@@ -63,5 +64,12 @@ describe('isTransientDbError', () => {
     for (const code of ['ECONNRESET', 'CONNECTION_CLOSED', '08006', '57P01', '57014', '40P01', '53300']) expect(isTransientDbError({ code })).toBe(true)
     for (const code of ['22P05', '23505', '54000', '42601', undefined]) expect(isTransientDbError({ code })).toBe(false)
     expect(isTransientDbError(new TypeError('x'))).toBe(false)
+  })
+})
+
+describe('storableJson never throws', () => {
+  test('a toJSON that throws becomes a note instead of a lost outcome', () => {
+    const bad = { toJSON: () => { throw new Error('nope') } }
+    expect(JSON.parse(storableJson(bad))).toEqual({ unserializable: 'nope' })
   })
 })

@@ -6,10 +6,10 @@ import type { Transaction } from '../db/client'
 import { type WorkerJob, workerJobs } from '../db/schema'
 import type { Logger } from '../log'
 import { createSubmitter, type JobSubmitter, type ServerApp } from '../serverApp'
-import { nextCronRun } from './cron'
 import { STATUS_INTERVAL_MS, type ToChild, type ToManager } from './ipc'
 import { type RescueTarget, rescueJobs } from './queue/rescue'
 import { seedCronJob } from './queue/seed'
+import { submitBuiltInJob } from './queue/submit'
 import { announceServer, retireServer } from './queue/servers'
 import { failUnrunnableJobs } from './queue/unrunnable'
 import type { WorkerHealth } from './workerLoop'
@@ -339,29 +339,13 @@ export class WorkerManager implements JobSubmitter {
     ]
     for (const [type, schedule] of crons) {
       if (!schedule) continue
-      const res = await seedCronJob(this.serverApp.db, {
-        type,
-        userId: 0,
-        data: {},
-        due: nextCronRun(schedule, now),
-        cronSchedule: schedule,
-        autoRescheduleOnFailure: false,
-        autoRescheduleOnFailureDelay: 0,
-        removeDelay: 7 * 24 * 3600,
-        persistent: false,
-        tag: `system:${type}`,
-        attempt: 1,
-        maxAttempts: 25,
-        rescheduledFromJob: null,
-      })
+      const res = await seedCronJob(this.serverApp.db, { type, cronSchedule: schedule }, now)
       this.log.info({ type, schedule, ...res }, 'cron job seeded')
     }
     if (config.DEPLOY_MULTICALL3_ON_BOOT) {
-      const job = await this.submitJob({
+      const job = await submitBuiltInJob(this.serverApp.db, this.serverApp.registry, {
         type: 'deployMulticall3',
-        userId: 0,
         data: {},
-        tag: 'deployMulticall3',
         autoRescheduleOnFailure: true,
         autoRescheduleOnFailureDelay: 60,
         maxAttempts: 5,

@@ -18,10 +18,8 @@ const tstz = (name: string) => timestamp(name, { withTimezone: true, mode: 'date
 
 /**
  * The job queue. Column meanings and units are documented in the README ("The worker_jobs table").
- * Delays are in seconds, as the spec says. A row is:
- *   pending  started IS NULL AND finished IS NULL
- *   running  started IS NOT NULL AND finished IS NULL (held by locked_by until lease_expires_at)
- *   finished finished IS NOT NULL (success tells the outcome)
+ * Delays are in seconds, as the spec says. Its states (pending, running, finished) are defined once, in
+ * workers/queue/states.ts; the partial indexes below use those predicates.
  */
 export const workerJobs = pgTable(
   'worker_jobs',

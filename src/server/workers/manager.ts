@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { hostname } from 'node:os'
 import type { Subprocess } from 'bun'
-import { and, inArray, isNotNull, isNull, sql } from 'drizzle-orm'
+import { and, inArray, sql } from 'drizzle-orm'
 import type { Transaction } from '../db/client'
 import { type WorkerJob, workerJobs } from '../db/schema'
 import type { Logger } from '../log'
@@ -9,6 +9,7 @@ import { createSubmitter, type JobSubmitter, type ServerApp } from '../serverApp
 import { STATUS_INTERVAL_MS, type ToChild, type ToManager } from './ipc'
 import { type RescueTarget, rescueJobs } from './queue/rescue'
 import { seedCronJob } from './queue/seed'
+import { STATUS_WHERE } from './queue/states'
 import { submitBuiltInJob } from './queue/submit'
 import { announceServer, retireServer } from './queue/servers'
 import { failUnrunnableJobs } from './queue/unrunnable'
@@ -200,7 +201,7 @@ export class WorkerManager implements JobSubmitter {
       const rows = await this.serverApp.db
         .select({ lockedBy: workerJobs.lockedBy, n: sql<number>`count(*)::int` })
         .from(workerJobs)
-        .where(and(isNotNull(workerJobs.started), isNull(workerJobs.finished), inArray(workerJobs.lockedBy, ids)))
+        .where(and(STATUS_WHERE.RUNNING, inArray(workerJobs.lockedBy, ids)))
         .groupBy(workerJobs.lockedBy)
       for (const r of rows) counts.set(r.lockedBy!, r.n)
     }

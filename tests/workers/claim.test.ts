@@ -3,7 +3,7 @@ import { drizzle } from 'drizzle-orm/postgres-js'
 import postgres from 'postgres'
 import type { Database } from '../../src/server/db/client'
 import * as schema from '../../src/server/db/schema'
-import { claimJobs, nextDueTime } from '../../src/server/workers/queue/claim'
+import { claimJobs, nextLook } from '../../src/server/workers/queue/claim'
 import { createTestDatabase, type TestDatabase } from '../helpers/db'
 
 /**
@@ -61,10 +61,31 @@ describe('types', () => {
     await raw`TRUNCATE worker_jobs`
     await raw`INSERT INTO worker_jobs (type, due) VALUES ('unknownToUs', now() - interval '1 minute'), ('noop', now() + interval '1 hour')`
     expect(await claimJobs(badPlanDb, { workerId: 'w', limit: 10, leaseMs: 5000, types: ['noop'] })).toHaveLength(0)
-    // The next due time ignores the row it cannot run, so the loop does not spin on it.
-    const next = await nextDueTime(badPlanDb, ['noop'])
-    expect(next!.getTime()).toBeGreaterThan(Date.now() + 3_500_000)
+    // The next look ignores the row it cannot run, so the loop neither spins nor retries for it.
+    const look = await nextLook(badPlanDb, ['noop'])
+    expect(look.lockedDue).toBe(false)
+    expect(look.nextDue!.getTime()).toBeGreaterThan(Date.now() + 3_500_000)
     const [waiting] = await raw`SELECT started, finished FROM worker_jobs WHERE type = 'unknownToUs'`
     expect(waiting).toEqual({ started: null, finished: null })
+  })
+})
+
+describe('the next look', () => {
+  test('a due row we could not take (locked by another claim) is reported, and never hides the next due time', async () => {
+    await raw`TRUNCATE worker_jobs`
+    const [locked] = await raw`INSERT INTO worker_jobs (type, due) VALUES ('noop', now() - interval '1 second') RETURNING id`
+    await raw`INSERT INTO worker_jobs (type, due) VALUES ('noop', now() + interval '1 minute')`
+    const other = postgres(db.url, { max: 1, onnotice: () => {} })
+    try {
+      await other.begin(async (tx) => {
+        await tx`SELECT id FROM worker_jobs WHERE id = ${locked!.id} FOR UPDATE`
+        expect(await claimJobs(badPlanDb, { workerId: 'w', limit: 5, leaseMs: 5000, types: ['noop'] })).toHaveLength(0)
+        const look = await nextLook(badPlanDb, ['noop'])
+        expect(look.lockedDue).toBe(true)
+        expect(look.nextDue!.getTime()).toBeGreaterThan(Date.now() + 50_000)
+      })
+    } finally {
+      await other.end()
+    }
   })
 })

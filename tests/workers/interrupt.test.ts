@@ -1,4 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import type postgres from 'postgres'
 import { createTestDatabase, type TestDatabase } from '../helpers/db'
 import { CREATE_ABORTS_TABLE, CREATE_RUNS_TABLE, sqlClient, startTestServer } from '../helpers/engine'
@@ -12,7 +15,12 @@ import { waitFor } from '../helpers/wait'
 let db: TestDatabase
 let sql: postgres.Sql
 
+// The watchful handlers append a line here, synchronously, when their signal fires (children inherit the env).
+const abortsFile = join(mkdtempSync(join(tmpdir(), 'aborts-')), 'aborts.jsonl')
+process.env.TEST_ABORTS_FILE = abortsFile
+
 beforeAll(async () => {
+  writeFileSync(abortsFile, '')
   db = await createTestDatabase('interrupt')
   sql = sqlClient(db.url)
   await sql.unsafe(CREATE_ABORTS_TABLE)
@@ -43,8 +51,8 @@ describe('a forced stop', () => {
       stopped = true
       // Drain deadline, then the abort: the handlers honour their signals, so no kill is needed.
       expect(Date.now() - t0).toBeLessThan(300 + 3000)
-      const aborts = await sql`SELECT job_id, reason FROM test_job_aborts ORDER BY job_id`
-      expect(aborts.map((a) => Number(a.job_id))).toEqual(ids.slice(0, 4))
+      const aborts = readFileSync(abortsFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { jobId: number; reason: string })
+      expect(aborts.map((a) => a.jobId).sort((a, b) => a - b)).toEqual(ids.slice(0, 4))
       expect(aborts.every((a) => a.reason === 'interrupted: the server is shutting down')).toBe(true)
       const rows = await sql`SELECT * FROM worker_jobs WHERE id = ANY(${ids}) ORDER BY id`
       for (const r of rows.slice(0, 4)) {

@@ -2,7 +2,7 @@ import type { WorkerJob } from '../db/schema'
 import type { Logger } from '../log'
 import type { ServerApp } from '../serverApp'
 import { FinishBatcher } from './finishBatcher'
-import { claimJobs, extendLeases, nextDueTime, releaseUnknownClaims } from './queue/claim'
+import { claimJobs, extendLeases, nextLook, releaseUnknownClaims } from './queue/claim'
 import { JOBS_CHANNEL } from './queue/notify'
 import type { QueueDb } from './queueDb'
 import { JobInterruptedError, type RunningJob, runJob } from './runJob'
@@ -22,6 +22,9 @@ export interface WorkerLoopOptions {
   /** Wall clock, injectable for tests of the lease deadline. */
   now?: () => number
 }
+
+/** How soon to look again when a due row was locked by another transaction at claim time. */
+const LOCKED_DUE_RETRY_MS = 100
 
 /** What the child reports to its manager for /health. */
 export interface WorkerHealth {
@@ -62,6 +65,7 @@ export class WorkerLoop {
   private recheckDue = true
   private dueTimer: ReturnType<typeof setTimeout> | null = null
   private dueAt = Number.POSITIVE_INFINITY
+  private retryTimer: ReturnType<typeof setTimeout> | null = null
   private timers: ReturnType<typeof setInterval>[] = []
   private unlisten: (() => Promise<void>) | null = null
   private done: Promise<void> | null = null
@@ -121,6 +125,7 @@ export class WorkerLoop {
     await this.finisher.drained()
     for (const t of this.timers) clearInterval(t)
     if (this.dueTimer) clearTimeout(this.dueTimer)
+    if (this.retryTimer) clearTimeout(this.retryTimer)
     await this.unlisten?.().catch(() => {})
   }
 
@@ -170,6 +175,14 @@ export class WorkerLoop {
   private lookAround(): void {
     this.recheckDue = true
     this.wake()
+  }
+
+  private lookAgainSoon(): void {
+    if (this.retryTimer) return
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null
+      this.lookAround()
+    }, LOCKED_DUE_RETRY_MS)
   }
 
   private wake(): void {
@@ -229,11 +242,10 @@ export class WorkerLoop {
       if (this.recheckDue) {
         this.recheckDue = false
         try {
-          const next = await q.run((db) => nextDueTime(db, this.types))
-          if (next) {
-            if (next.getTime() <= Date.now()) continue
-            this.wakeAt(next.getTime())
-          }
+          const look = await q.run((db) => nextLook(db, this.types))
+          if (look.nextDue) this.wakeAt(look.nextDue.getTime())
+          // A due row we could not take is locked by another claim: look again soon, and re-read then.
+          if (look.lockedDue) this.lookAgainSoon()
         } catch (err) {
           this.recheckDue = true
           this.log.error({ err }, 'reading the next due time failed')

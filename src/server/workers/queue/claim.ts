@@ -87,15 +87,24 @@ export async function claimJobs(
   })
 }
 
-/** The earliest due time of any pending job this worker can run, so an idle worker can sleep exactly until then. */
-export async function nextDueTime(db: Executor, types: readonly string[]): Promise<Date | null> {
+/**
+ * When an idle worker should look again, asked right after a claim that took fewer rows than it could:
+ * - `lockedDue`: a row of ours is already due but the claim could not take it, so another transaction
+ *   holds it locked (another worker's claim in flight, which usually takes it; or one that will roll back
+ *   and leave it to us). The caller looks again shortly instead of trusting that row's due time.
+ * - `nextDue`: the earliest due time still in the future, for the due timer. Only the future counts: a row
+ *   already due must not hide the jobs after it, which would then wait for the poll.
+ * Both probes stop at their first index entry.
+ */
+export async function nextLook(db: Executor, types: readonly string[]): Promise<{ lockedDue: boolean; nextDue: Date | null }> {
+  const ours = sql`${PENDING} AND type = ANY(${textArray(types)})`
   const rows = await runQuery(
     db,
-    sql`SELECT extract(epoch FROM due)::float8 * 1000 AS due_ms FROM worker_jobs
-        WHERE ${PENDING} AND type = ANY(${textArray(types)}) ORDER BY due, id LIMIT 1`,
+    sql`SELECT EXISTS (SELECT 1 FROM worker_jobs WHERE ${ours} AND due <= now()) AS locked_due,
+        (SELECT extract(epoch FROM due)::float8 * 1000 FROM worker_jobs WHERE ${ours} AND due > now() ORDER BY due, id LIMIT 1) AS due_ms`,
   )
   const due = rows[0]?.due_ms
-  return typeof due === 'number' ? new Date(due) : null
+  return { lockedDue: rows[0]?.locked_due === true, nextDue: typeof due === 'number' ? new Date(due) : null }
 }
 
 /**

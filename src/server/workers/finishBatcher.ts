@@ -25,9 +25,17 @@ export class FinishBatcher {
     private readonly retryDelayMs = 500,
   ) {}
 
-  /** Outcomes not yet written. */
+  /** Outcomes not yet written (queued or being written). */
   get size(): number {
     return this.pending.length + this.inFlight.length
+  }
+
+  /**
+   * Outcomes waiting for the next write, not counting the one in flight: the claim loop's back-pressure
+   * reads this, so claiming goes on while a batch is being written (the two overlap).
+   */
+  get queued(): number {
+    return this.pending.length
   }
 
   /** The jobs whose outcomes are not written yet: their rows are still ours, so their leases are renewed. */

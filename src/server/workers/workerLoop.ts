@@ -207,7 +207,7 @@ export class WorkerLoop {
     const q = this.opts.queueDb
     while (!this.stopping) {
       // Back-pressure: while many outcomes wait to be written, claiming more would only grow that queue.
-      const free = this.finisher.size >= this.opts.concurrency ? 0 : this.opts.concurrency - this.running.size
+      const free = this.finisher.queued >= this.opts.concurrency ? 0 : this.opts.concurrency - this.running.size
       if (free === 0) {
         this.woken = false
         await this.waitForWake()

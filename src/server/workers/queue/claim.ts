@@ -3,7 +3,7 @@ import { type Executor, runQuery } from '../../db/client'
 import type { WorkerJob } from '../../db/schema'
 import { notifyDue } from './notify'
 import { bigintArray, textArray } from './params'
-import { PENDING, RUNNING } from './states'
+import { heldBy, PENDING } from './states'
 
 /**
  * Claims up to `limit` due jobs of the given types for `workerId` in one autocommit statement.
@@ -118,7 +118,7 @@ export async function extendLeases(db: Executor, opts: { workerId: string; lease
   const rows = await runQuery(
     db,
     sql`UPDATE worker_jobs SET lease_expires_at = now() + make_interval(secs => ${opts.leaseMs / 1000})
-        WHERE id = ANY(${bigintArray(opts.ids)}) AND locked_by = ${opts.workerId} AND ${RUNNING}
+        WHERE id = ANY(${bigintArray(opts.ids)}) AND ${heldBy(opts.workerId)}
         RETURNING id`,
   )
   return new Set(rows.map((r) => Number(r.id)))
@@ -135,7 +135,7 @@ export async function releaseUnknownClaims(db: Executor, opts: { workerId: strin
     sql`
     WITH released AS (
       UPDATE worker_jobs SET started = NULL, locked_by = NULL, lease_expires_at = NULL, updated_at = now()
-      WHERE locked_by = ${opts.workerId} AND ${RUNNING} AND NOT (id = ANY(${bigintArray(opts.held)}))
+      WHERE ${heldBy(opts.workerId)} AND NOT (id = ANY(${bigintArray(opts.held)}))
       RETURNING id, due
     )
     ${notifyDue(sql`released`)}`,

@@ -3,7 +3,7 @@ import { type Database, type Executor, runQuery } from '../../db/client'
 import type { WorkerJob } from '../../db/schema'
 import { insertJobs, lockTags } from './insert'
 import { notifyDue } from './notify'
-import { RUNNING } from './states'
+import { heldBy } from './states'
 import { storableJson } from './storable'
 import { type NewJobRow, planFinish } from './successor'
 import { isTransientDbError } from './transient'
@@ -104,7 +104,7 @@ async function markFinished(db: Executor, workerId: string, rows: readonly { id:
     SET finished = now(), success = v.success, result = v.result,
         remove_at = now() + make_interval(secs => j.remove_delay), updated_at = now()
     FROM jsonb_to_recordset(${batch}::text::jsonb) AS v(id bigint, success boolean, result jsonb)
-    WHERE j.id = v.id AND j.locked_by = ${workerId} AND ${RUNNING}
+    WHERE j.id = v.id AND ${heldBy(workerId, 'j')}
     RETURNING j.id`,
   )
   return new Set(done.map((r) => Number(r.id)))
@@ -130,7 +130,7 @@ export async function releaseJobs(
         SET started = NULL, locked_by = NULL, lease_expires_at = NULL, attempt = j.attempt + 1,
             due = now() + make_interval(secs => ${RERUN_DELAY_SECONDS}), last_error = v.error, updated_at = now()
         FROM jsonb_to_recordset(${JSON.stringify(opts.jobs)}::text::jsonb) AS v(id bigint, error text)
-        WHERE j.id = v.id AND j.locked_by = ${opts.workerId} AND ${RUNNING}
+        WHERE j.id = v.id AND ${heldBy(opts.workerId, 'j')}
         RETURNING j.id, j.due
       )
       ${notifyDue(sql`released`)}`,

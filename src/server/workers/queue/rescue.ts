@@ -2,7 +2,7 @@ import { type SQL, sql } from 'drizzle-orm'
 import { type Database, runQuery } from '../../db/client'
 import type { JobRegistry } from '../jobs/types'
 import { insertSuccessors, releaseJobs } from './finish'
-import { textArray } from './params'
+import { bigintArray, textArray } from './params'
 import { RUNNING } from './states'
 import { storableJson } from './storable'
 import { type FinishedJob, planFinish } from './successor'
@@ -42,14 +42,27 @@ export async function rescueJobs(db: Database, registry: JobRegistry, target: Re
     .filter((d) => d.rerunOnInterrupt === false)
     .map((d) => d.type)
   const rerunnable = sql`attempt < max_attempts AND NOT (type = ANY(${textArray(noRerun)}))`
-  const released = await releaseJobs(db, {
-    error: reason,
-    where: sql`id IN (SELECT id FROM worker_jobs WHERE ${RUNNING} AND ${which} AND ${rerunnable} LIMIT ${BATCH} FOR UPDATE SKIP LOCKED)`,
-  })
-  const rest = await runQuery(db, sql`SELECT id FROM worker_jobs WHERE ${RUNNING} AND ${which} ORDER BY id LIMIT ${BATCH}`)
+  // One probe first: on a healthy cluster it finds nothing, and the sweep costs one statement a second.
+  const found = await runQuery(
+    db,
+    sql`SELECT id, ${rerunnable} AS rerun FROM worker_jobs WHERE ${RUNNING} AND ${which} ORDER BY id LIMIT ${BATCH}`,
+  )
+  if (found.length === 0) return { released: [], failed: [] }
+  const rerunIds = found.filter((r) => r.rerun === true).map((r) => Number(r.id))
+  // The conditions are checked again under the row lock: the holder may have finished it meanwhile.
+  const released =
+    rerunIds.length === 0
+      ? new Set<number>()
+      : await releaseJobs(db, {
+          error: reason,
+          where: sql`id IN (SELECT id FROM worker_jobs WHERE id = ANY(${bigintArray(rerunIds)}) AND ${RUNNING} AND ${which}
+            AND ${rerunnable} FOR UPDATE SKIP LOCKED)`,
+        })
   const failed: number[] = []
-  for (const { id } of rest) {
-    if (await failOne(db, Number(id), which, reason)) failed.push(Number(id))
+  for (const r of found) {
+    const id = Number(r.id)
+    if (r.rerun === true) continue
+    if (await failOne(db, id, which, reason)) failed.push(id)
   }
   return { released: [...released], failed }
 }

@@ -111,6 +111,37 @@ const cpus = () => Math.min(availableParallelism(), MAX_WORKERS)
 /** Anvil's first well-known dev account; only ever a default outside production. */
 const ANVIL_DEV_KEY = '0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80'
 
+/** Comma-separated, blanks ignored. */
+const list = (item: (v: string) => string | null) =>
+  checked((v) => {
+    for (const part of splitList(v)) {
+      const p = item(part)
+      if (p) return p
+    }
+    return null
+  }).transform(splitList)
+const splitList = (v: string) => v.split(',').map((p) => p.trim()).filter(Boolean)
+
+/** A secret: long enough to resist guessing. Never echoed back (SECRET_VARS). */
+const secret = z.string().min(32, { message: 'must be at least 32 characters' })
+
+const walletProblem = (v: string) => (/^0x[0-9a-fA-F]{40}$/.test(v) ? null : `expected 0x-prefixed 20-byte addresses, comma-separated (got ${JSON.stringify(v.slice(0, 50))})`)
+
+function originProblem(v: string): string | null {
+  if (!URL.canParse(v)) return `expected origins such as https://app.example.com, comma-separated (got ${JSON.stringify(v.slice(0, 100))})`
+  const u = new URL(v)
+  if (!['http:', 'https:'].includes(u.protocol) || u.origin !== v.replace(/\/$/, '')) return `expected an origin (scheme://host[:port], no path), got ${JSON.stringify(v.slice(0, 100))}`
+  return null
+}
+
+function baseUrlProblem(v: string): string | null {
+  if (!URL.canParse(v)) return 'expected the http(s) URL users reach this server at, e.g. https://app.example.com'
+  const u = new URL(v)
+  if (!['http:', 'https:'].includes(u.protocol)) return `expected an http or https URL, not ${u.protocol.slice(0, 20)}`
+  if (u.username || u.password || u.search || u.hash) return 'expected a URL without credentials, query or fragment'
+  return null
+}
+
 const envSchema = z.object({
   NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
   // Unset outside production: `npm start` starts an embedded Postgres and uses its URL (src/server/dev).
@@ -118,7 +149,8 @@ const envSchema = z.object({
   DB_POOL_SIZE: int(1, 1000).default(10),
   DB_CONNECT_TIMEOUT_MS: ms(100).default(10_000),
   DB_STATEMENT_TIMEOUT_MS: ms(0).default(60_000),
-  HOST: checked(hostProblem).default('0.0.0.0'),
+  // Loopback by default: exposing the server is a decision (HOST=0.0.0.0 behind a proxy, in a container).
+  HOST: checked(hostProblem).default('127.0.0.1'),
   PORT: int(0, 65535).default(3000),
   LOG_LEVEL: logLevel.default('info'),
   LOG_PRETTY: bool.default(false),
@@ -149,6 +181,25 @@ const envSchema = z.object({
   CHAIN_MAX_BLOCK_RANGE: int(1, 100_000).default(500),
   CHAIN_START_BLOCK: int(0).optional(),
   CHAIN_MAX_REORG_DEPTH: int(1).default(128),
+  // Access (src/server/auth). BASE_URL is where users reach the server: SIWE messages must name its host
+  // and URL, and its origin is the default CORS origin. Unset outside production: the listening URL.
+  BASE_URL: checked(baseUrlProblem).optional(),
+  // Signs session JWTs (HS256). Required in production; elsewhere generated once into DEV_DATA_DIR.
+  SESSION_SECRET: secret.optional(),
+  SESSION_TTL_MS: ms(60_000).default(7 * 24 * 3600 * 1000),
+  SIWE_NONCE_TTL_MS: ms(10_000).default(10 * 60 * 1000),
+  ADMIN_WALLETS: list(walletProblem)
+    .transform((l) => l.map((a) => a.toLowerCase()))
+    .default([]),
+  ADMIN_API_TOKEN: secret.optional(),
+  CORS_ORIGINS: list(originProblem).optional(),
+  METRICS_TOKEN: secret.optional(),
+  // Abuse limits for signed-in users (admins are exempt from the rate and the pending cap).
+  SUBMIT_BATCH_MAX: int(1, 100_000).default(100),
+  ADMIN_SUBMIT_BATCH_MAX: int(1, 1_000_000).default(10_000),
+  SUBMIT_RATE_PER_MINUTE: int(1).default(600),
+  MAX_PENDING_JOBS_PER_USER: int(1).default(1000),
+  HTTP_MAX_BODY_BYTES: int(1024, 1 << 30).default(1 << 20),
   // Where the development services keep their data (the embedded Postgres in DEV_DATA_DIR/postgres).
   DEV_DATA_DIR: z.string().min(1).default('.data'),
 })
@@ -164,10 +215,13 @@ export type Config = EnvConfig & { DATABASE_URL: string; CHAIN_RPC_URL: string }
 /** The variables whose absence, outside production, means "start it for me" (see src/server/dev/services.ts). */
 const SERVICE_URLS = ['DATABASE_URL', 'CHAIN_RPC_URL'] as const
 
+/** Outside production these have development defaults (the listening URL, a generated secret). */
+const PRODUCTION_REQUIRED = ['BASE_URL', 'SESSION_SECRET'] as const
+
 /** Echoed back in messages with the password masked. */
 const URL_VARS = new Set(['DATABASE_URL', 'CHAIN_RPC_URL'])
 /** Never echoed back, not even in part. */
-const SECRET_VARS = new Set(['SERVER_WALLET_PRIVATE_KEY'])
+const SECRET_VARS = new Set(['SERVER_WALLET_PRIVATE_KEY', 'SESSION_SECRET', 'ADMIN_API_TOKEN', 'METRICS_TOKEN'])
 
 /**
  * A URL with its password replaced by ***, for messages and logs. It works on strings `new URL` refuses
@@ -215,7 +269,8 @@ export function loadEnvConfig(env: Record<string, string | undefined> = process.
   }
   const cfg = parsed.data
   if (cfg.NODE_ENV === 'production') {
-    for (const name of SERVICE_URLS) if (!cfg[name]) throw new ConfigError(`Missing environment variable ${name}: required when NODE_ENV=production`)
+    for (const name of [...SERVICE_URLS, ...PRODUCTION_REQUIRED])
+      if (!cfg[name]) throw new ConfigError(`Missing environment variable ${name}: required when NODE_ENV=production`)
   }
   let key = cfg.SERVER_WALLET_PRIVATE_KEY as `0x${string}` | undefined
   if (!key && cfg.NODE_ENV !== 'production') key = ANVIL_DEV_KEY

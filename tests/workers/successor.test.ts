@@ -13,6 +13,7 @@ const job = (over: Partial<WorkerJob> = {}): WorkerJob => ({
   due: NOW,
   started: NOW,
   finished: null,
+  cancelledAt: null,
   removeAt: null,
   success: null,
   result: null,

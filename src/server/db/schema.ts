@@ -50,6 +50,9 @@ export const workerJobs = pgTable(
     // a shutdown); the row's history in one column, since an interrupted job keeps its id.
     lastError: text('last_error'),
     leaseExpiresAt: tstz('lease_expires_at'),
+    // When the job was cancelled (cancelJob, or replaced by a newer job with its tag). On a running row it
+    // is a request: the holder's handler sees its signal abort, and the outcome is recorded as cancelled.
+    cancelledAt: tstz('cancelled_at'),
     createdAt: tstz('created_at').notNull().defaultNow(),
     updatedAt: tstz('updated_at').notNull().defaultNow(),
   },
@@ -66,6 +69,10 @@ export const workerJobs = pgTable(
     index('worker_jobs_running_lease_idx').on(t.leaseExpiresAt).where(sql.raw(RUNNING_TEXT)),
     // Cleanup deletes finished, non-persistent rows by remove_at.
     index('worker_jobs_remove_at_idx').on(t.removeAt).where(sql.raw(`${FINISHED_TEXT} AND persistent = false`)),
+    // The jobs(filter) API lists newest first by type, by user or by tag without walking the table.
+    index('worker_jobs_type_idx').on(t.type, t.id),
+    index('worker_jobs_user_idx').on(t.userId, t.id),
+    index('worker_jobs_tag_idx').on(t.tag, t.id).where(sql`tag IS NOT NULL`),
   ],
 )
 
@@ -93,6 +100,22 @@ export const users = pgTable(
     createdAt: tstz('created_at').notNull().defaultNow(),
   },
   (t) => [check('users_wallet_address_lower', sql`${t.walletAddress} = lower(${t.walletAddress})`)],
+)
+
+/**
+ * Sign-in nonces (SIWE): each is issued for one address, used once (deleted when a sign-in consumes it)
+ * and expires. Expired rows are swept when new ones are issued.
+ */
+export const authNonces = pgTable(
+  'auth_nonces',
+  {
+    nonce: text('nonce').primaryKey(),
+    // Lower-case, as users.wallet_address.
+    address: text('address').notNull(),
+    expiresAt: tstz('expires_at').notNull(),
+    createdAt: tstz('created_at').notNull().defaultNow(),
+  },
+  (t) => [index('auth_nonces_address_idx').on(t.address), index('auth_nonces_expires_idx').on(t.expiresAt)],
 )
 
 /** watchChain's durable position: the last block fully processed on a chain, with its hash for reorg checks. */

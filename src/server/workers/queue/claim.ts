@@ -81,6 +81,8 @@ export async function claimJobs(
       lockedBy: opts.workerId,
       lastError: t[16],
       leaseExpiresAt: new Date(started.getTime() + opts.leaseMs),
+      // Only a pending row is claimed, and cancelling a pending row finishes it.
+      cancelledAt: null,
       createdAt: new Date(t[15]),
       updatedAt: started,
     }

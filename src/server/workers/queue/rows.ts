@@ -123,6 +123,7 @@ export function insertedRow(r: NewJobRow, id: number, createdAt: Date): WorkerJo
     finished: null,
     removeAt: null,
     success: null,
+    cancelledAt: null,
     result: null,
     lockedBy: null,
     lastError: null,

@@ -7,10 +7,10 @@ import type { WorkerJob } from '../../db/schema'
  * uses these predicates instead of spelling the columns out, so a rule changes in one place:
  *   pending   started IS NULL AND finished IS NULL      (waiting for its due time or a worker)
  *   running   started IS NOT NULL AND finished IS NULL  (held by locked_by until lease_expires_at)
- *   finished  finished IS NOT NULL                      (success tells the outcome; a cancelled row failed)
+ *   finished  finished IS NOT NULL                      (success tells the outcome; cancelled_at marks a cancelled one)
  * The partial indexes in db/schema.ts use the same text.
  */
-export type JobStatus = 'PENDING' | 'RUNNING' | 'SUCCEEDED' | 'FAILED'
+export type JobStatus = 'PENDING' | 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'CANCELLED'
 
 /** Unqualified predicates, for statements whose FROM has one jobs table (claim, finish, rescue, filters). */
 export const PENDING_TEXT = 'started IS NULL AND finished IS NULL'
@@ -38,12 +38,13 @@ export function heldBy(workerId: string, alias?: string): SQL {
 export const STATUS_WHERE: Record<JobStatus, SQL> = {
   PENDING,
   RUNNING,
-  SUCCEEDED: sql.raw(`${FINISHED_TEXT} AND success IS TRUE`),
-  // A job cancelled by a newer one with its tag is finished with success = false: it counts as failed.
-  FAILED: sql.raw(`${FINISHED_TEXT} AND success IS NOT TRUE`),
+  SUCCEEDED: sql.raw(`${FINISHED_TEXT} AND success IS TRUE AND cancelled_at IS NULL`),
+  FAILED: sql.raw(`${FINISHED_TEXT} AND success IS NOT TRUE AND cancelled_at IS NULL`),
+  // Cancelled by cancelJob or replaced by a newer job with its tag (success is false).
+  CANCELLED: sql.raw(`${FINISHED_TEXT} AND cancelled_at IS NOT NULL`),
 }
 
-export function statusOf(job: Pick<WorkerJob, 'started' | 'finished' | 'success'>): JobStatus {
-  if (job.finished) return job.success === true ? 'SUCCEEDED' : 'FAILED'
+export function statusOf(job: Pick<WorkerJob, 'started' | 'finished' | 'success' | 'cancelledAt'>): JobStatus {
+  if (job.finished) return job.cancelledAt ? 'CANCELLED' : job.success === true ? 'SUCCEEDED' : 'FAILED'
   return job.started ? 'RUNNING' : 'PENDING'
 }

@@ -277,7 +277,7 @@ async function insertRows(db: Database, rows: readonly NewJobRow[], opts: Submit
 }
 
 /**
- * Pending jobs of the same user and tag as a new one are cancelled (finished, success = false) with a
+ * Pending jobs of the same user and tag as a new one are cancelled (finished, cancelled_at, success = false) with a
  * result naming the job that replaced them. Another user's row with the same tag is never touched.
  */
 async function insertReplacingTags(tx: Executor, rows: readonly NewJobRow[]): Promise<WorkerJob[]> {
@@ -287,7 +287,7 @@ async function insertReplacingTags(tx: Executor, rows: readonly NewJobRow[]): Pr
     tx,
     sql`
     UPDATE worker_jobs AS j
-    SET finished = now(), success = false, remove_at = now() + make_interval(secs => j.remove_delay), updated_at = now()
+    SET finished = now(), cancelled_at = now(), success = false, remove_at = now() + make_interval(secs => j.remove_delay), updated_at = now()
     FROM jsonb_to_recordset(${toJson(keys)}::text::jsonb) AS k(user_id integer, tag text)
     WHERE j.user_id = k.user_id AND j.tag = k.tag AND ${PENDING} -- k has no started/finished: these are j's
     RETURNING j.id, j.user_id, j.tag`,

@@ -4,7 +4,7 @@ import { retryDelaySeconds } from './backoff'
 
 export type NewJobRow = Omit<
   WorkerJob,
-  'id' | 'started' | 'finished' | 'removeAt' | 'success' | 'result' | 'lockedBy' | 'lastError' | 'leaseExpiresAt' | 'createdAt' | 'updatedAt'
+  'id' | 'started' | 'finished' | 'removeAt' | 'success' | 'result' | 'lockedBy' | 'lastError' | 'leaseExpiresAt' | 'cancelledAt' | 'createdAt' | 'updatedAt'
 >
 
 /** The fields successorOf reads: a claimed row, or one the rescuer read back. */

@@ -11,6 +11,7 @@ CREATE INDEX "auth_nonces_expires_idx" ON "auth_nonces" USING btree ("expires_at
 CREATE INDEX "worker_jobs_type_idx" ON "worker_jobs" USING btree ("type","id");--> statement-breakpoint
 CREATE INDEX "worker_jobs_user_idx" ON "worker_jobs" USING btree ("user_id","id");--> statement-breakpoint
 CREATE INDEX "worker_jobs_tag_idx" ON "worker_jobs" USING btree ("tag","id") WHERE tag IS NOT NULL;--> statement-breakpoint
+CREATE INDEX "worker_jobs_pending_user_idx" ON "worker_jobs" USING btree ("user_id") WHERE started IS NULL AND finished IS NULL;--> statement-breakpoint
 -- Live notifications: every committed notification is announced on channel notification_added (its id
 -- and user), so a GraphQL subscriber on any server instance hears of rows written by any process.
 CREATE OR REPLACE FUNCTION notifications_notify_insert() RETURNS trigger

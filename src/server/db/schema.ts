@@ -73,6 +73,8 @@ export const workerJobs = pgTable(
     index('worker_jobs_type_idx').on(t.type, t.id),
     index('worker_jobs_user_idx').on(t.userId, t.id),
     index('worker_jobs_tag_idx').on(t.tag, t.id).where(sql`tag IS NOT NULL`),
+    // MAX_PENDING_JOBS_PER_USER counts a user's pending rows at each submit: only pending rows are in here.
+    index('worker_jobs_pending_user_idx').on(t.userId).where(sql.raw(PENDING_TEXT)),
   ],
 )
 

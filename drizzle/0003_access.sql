@@ -6,6 +6,7 @@ CREATE TABLE "auth_nonces" (
 );
 --> statement-breakpoint
 ALTER TABLE "worker_jobs" ADD COLUMN "cancelled_at" timestamp with time zone;--> statement-breakpoint
+ALTER TABLE "worker_servers" ADD COLUMN "workers" jsonb DEFAULT '[]'::jsonb NOT NULL;--> statement-breakpoint
 CREATE INDEX "auth_nonces_address_idx" ON "auth_nonces" USING btree ("address");--> statement-breakpoint
 CREATE INDEX "auth_nonces_expires_idx" ON "auth_nonces" USING btree ("expires_at");--> statement-breakpoint
 CREATE INDEX "worker_jobs_type_idx" ON "worker_jobs" USING btree ("type","id");--> statement-breakpoint

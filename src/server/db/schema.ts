@@ -89,6 +89,8 @@ export const workerServers = pgTable('worker_servers', {
   hostname: text('hostname').notNull(),
   pid: integer('pid').notNull(),
   jobTypes: text('job_types').array().notNull(),
+  // Its children as its /health shows them, refreshed with last_seen_at: workerStatus reads every server's.
+  workers: jsonb('workers').notNull().default([]),
   startedAt: tstz('started_at').notNull().defaultNow(),
   lastSeenAt: tstz('last_seen_at').notNull().defaultNow(),
 })

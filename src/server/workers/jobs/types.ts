@@ -27,6 +27,11 @@ export interface JobDefinition<Schema extends z.ZodType = z.ZodType> {
    * own autoRescheduleOnFailure / cron rules apply.
    */
   rerunOnInterrupt?: boolean
+  /**
+   * Who may submit this type through the API: 'admin' (the default: deny unless allowed) or 'user' (any
+   * signed-in user, for their own account). Code on the server (resolvers, handlers) is not limited.
+   */
+  access?: 'admin' | 'user'
   run(params: JobParams<z.output<Schema>>): Promise<unknown>
 }
 

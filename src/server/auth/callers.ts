@@ -1,0 +1,47 @@
+import { createHash, timingSafeEqual } from 'node:crypto'
+import type { Sessions } from './session'
+
+/**
+ * Who is calling. A signed-in wallet is an admin when ADMIN_WALLETS lists it, decided on each request
+ * (so removing a wallet from the list takes effect without waiting for its sessions to expire). The
+ * API token is an admin with no user of its own.
+ */
+export type Caller =
+  | { kind: 'anonymous'; refused?: string }
+  | { kind: 'user'; userId: number; address: `0x${string}`; isAdmin: boolean }
+  | { kind: 'apiToken'; isAdmin: true }
+
+export const ANONYMOUS: Caller = { kind: 'anonymous' }
+
+export const isAdmin = (c: Caller): boolean => c.kind !== 'anonymous' && c.isAdmin
+
+/** Equal-length digests, so neither the token's content nor its length leaks through timing. */
+const digest = (v: string) => createHash('sha256').update(v).digest()
+
+export function tokenMatches(given: string, expected: string | undefined): boolean {
+  if (!expected) return false
+  return timingSafeEqual(digest(given), digest(expected))
+}
+
+/** The bearer token of an Authorization header, or null; anything else in the header is a refusal. */
+export function bearerToken(header: string | null): string | null | { refused: string } {
+  if (header === null || header === '') return null
+  const m = /^Bearer ([A-Za-z0-9\-._~+/]+=*)$/.exec(header)
+  if (!m || header.length > 4096) return { refused: 'the Authorization header must be "Bearer <token>"' }
+  return m[1]!
+}
+
+export function createCallerResolver(opts: { sessions: Sessions; adminWallets: readonly string[]; apiToken: string | undefined }) {
+  const admins = new Set(opts.adminWallets)
+  return async function callerOf(authorization: string | null): Promise<Caller> {
+    const token = bearerToken(authorization)
+    if (token === null) return ANONYMOUS
+    if (typeof token !== 'string') return { kind: 'anonymous', refused: token.refused }
+    if (tokenMatches(token, opts.apiToken)) return { kind: 'apiToken', isAdmin: true }
+    const session = await opts.sessions.verify(token)
+    if (typeof session === 'string') return { kind: 'anonymous', refused: session }
+    return { kind: 'user', userId: session.userId, address: session.address, isAdmin: admins.has(session.address) }
+  }
+}
+
+export type CallerResolver = ReturnType<typeof createCallerResolver>

@@ -5,6 +5,11 @@ import { type Config, ConfigError } from '../config'
 export const QUEUE_POOL_SIZE = 3
 /** Each child's `LISTEN worker_jobs` connection. */
 export const LISTEN_CONNECTIONS = 1
+/**
+ * The main process's live-update hub (src/server/live/hub.ts): its `LISTEN notification_added`, on the main
+ * client's own listen connection (postgres.js opens one beside the pool), held while the server runs.
+ */
+export const LIVE_LISTEN_CONNECTIONS = 1
 
 type BudgetConfig = Pick<Config, 'DB_POOL_SIZE' | 'WORKER_COUNT' | 'WORKER_DB_POOL_SIZE'>
 
@@ -12,11 +17,11 @@ type BudgetConfig = Pick<Config, 'DB_POOL_SIZE' | 'WORKER_COUNT' | 'WORKER_DB_PO
 export const connectionsPerWorker = (config: BudgetConfig): number => QUEUE_POOL_SIZE + config.WORKER_DB_POOL_SIZE + LISTEN_CONNECTIONS
 
 /**
- * The most connections one server holds at once: the main pool plus every child's. The boot's one
- * migration connection is closed before the workers start, so it is not part of the sum.
+ * The most connections one server holds at once: the main pool, the live hub's LISTEN, plus every child's.
+ * The boot's one migration connection is closed before the workers start, so it is not part of the sum.
  */
 export function connectionBudget(config: BudgetConfig): number {
-  return config.DB_POOL_SIZE + config.WORKER_COUNT * connectionsPerWorker(config)
+  return config.DB_POOL_SIZE + LIVE_LISTEN_CONNECTIONS + config.WORKER_COUNT * connectionsPerWorker(config)
 }
 
 export interface ConnectionRoom {
@@ -51,7 +56,7 @@ export async function checkConnectionBudget(sql: postgres.Sql, config: BudgetCon
   const free = Math.max(0, room.maxConnections - room.reserved - room.inUse)
   if (room.needed > free) {
     throw new ConfigError(
-      `connection budget: this server needs ${room.needed} connections (DB_POOL_SIZE ${config.DB_POOL_SIZE} + ${config.WORKER_COUNT} workers × ${connectionsPerWorker(config)}: ` +
+      `connection budget: this server needs ${room.needed} connections (DB_POOL_SIZE ${config.DB_POOL_SIZE} + ${LIVE_LISTEN_CONNECTIONS} live LISTEN + ${config.WORKER_COUNT} workers × ${connectionsPerWorker(config)}: ` +
         `${QUEUE_POOL_SIZE} queue + WORKER_DB_POOL_SIZE ${config.WORKER_DB_POOL_SIZE} + ${LISTEN_CONNECTIONS} LISTEN) but Postgres has ${free} free ` +
         `(max_connections ${room.maxConnections} - ${room.reserved} reserved - ${room.inUse} in use by other clients); ` +
         'lower WORKER_COUNT, DB_POOL_SIZE or WORKER_DB_POOL_SIZE, or raise max_connections',

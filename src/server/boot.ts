@@ -35,13 +35,14 @@ export async function startServer(config: Config, opts: { log?: Logger; jobModul
   try {
     // Elysia turns reusePort on by default, and with it a second server on a taken port starts silently
     // and shares the traffic; off, the port being taken is an error.
-    app = createHttpApp(serverApp, workerManager).listen({ hostname: config.HOST, port: config.PORT, reusePort: false })
+    app = createHttpApp(serverApp, workerManager, { listeningUrl: () => serverApp.baseUrl().href }).listen({ hostname: config.HOST, port: config.PORT, reusePort: false })
   } catch (err) {
     await serverApp.dbHandle.close()
     throw listenError(err, config)
   }
   const http = app.server!
   const url = `http://${urlHost(config.HOST)}:${http.port}`
+  serverApp.setListeningUrl(url)
   log.info({ url, workers: config.WORKER_COUNT }, 'server listening')
 
   let stopped = false
@@ -66,6 +67,7 @@ export async function startServer(config: Config, opts: { log?: Logger; jobModul
         log.info('shutting down')
         stopped = true
         await app.stop()
+        await app.closeGraphql()
         await ready.catch(() => {})
         await workerManager.stop()
         await serverApp.dbHandle.close()

@@ -17,6 +17,12 @@ export interface ServerApp {
   chain: ChainClients
   registry: JobRegistry
   workerManager: JobSubmitter
+  /**
+   * Where users reach this server: BASE_URL, or (outside production, where it may be unset) the URL it
+   * listens on, known once boot has called setListeningUrl. SIWE messages and CORS are built from it.
+   */
+  baseUrl(): URL
+  setListeningUrl(url: string): void
 }
 
 export function createServerApp(opts: {
@@ -33,6 +39,8 @@ export function createServerApp(opts: {
     statementTimeoutMs: opts.config.DB_STATEMENT_TIMEOUT_MS,
   })
   let chain: ChainClients | undefined
+  let listening: URL | undefined
+  const configured = opts.config.BASE_URL ? new URL(opts.config.BASE_URL) : undefined
   return {
     config: opts.config,
     db: dbHandle.db,
@@ -46,5 +54,13 @@ export function createServerApp(opts: {
     },
     registry: opts.registry,
     workerManager: createSubmitter(dbHandle.db, opts.registry),
+    baseUrl() {
+      const url = configured ?? listening
+      if (!url) throw new Error('the server has no base URL yet: BASE_URL is unset and it is not listening')
+      return url
+    },
+    setListeningUrl(url) {
+      listening = new URL(url)
+    },
   }
 }

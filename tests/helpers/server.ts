@@ -23,6 +23,11 @@ export const TEST_ENV = {
   WORKER_LOG_LEVEL: 'info',
   CRON_WATCH_CHAIN: 'off',
   DEPLOY_MULTICALL3_ON_BOOT: 'false',
+  // Sign-in: a fixed secret (so two server processes accept each other's sessions), the API token of
+  // tests/helpers/auth.ts, and a chain id, so SIWE works without a chain node listening.
+  SESSION_SECRET: 'test-session-secret-0123456789abcdef0123456789',
+  ADMIN_API_TOKEN: 'test-admin-api-token-0123456789abcdef0123456789',
+  CHAIN_ID: '31337',
 }
 
 /** Starts the real server (tests/fixtures/server.ts) as a child process and waits until it is ready (or only listening). */

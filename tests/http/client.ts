@@ -1,3 +1,5 @@
+import { TEST_ENV } from '../helpers/server'
+
 /** Small HTTP helpers for the tests in this folder: a GraphQL client and a Prometheus text parser. */
 
 export interface GqlResponse<T = any> {
@@ -6,10 +8,20 @@ export interface GqlResponse<T = any> {
   errors: { message: string; path?: string[]; extensions?: Record<string, any> }[] | undefined
 }
 
-export async function gql<T = any>(url: string, query: string, variables?: Record<string, unknown>): Promise<GqlResponse<T>> {
+/**
+ * A GraphQL POST. `token` is sent as a bearer token; by default the admin API token of the test servers
+ * (tests/helpers/server.ts), `null` for an anonymous request.
+ */
+export async function gql<T = any>(
+  url: string,
+  query: string,
+  variables?: Record<string, unknown>,
+  opts: { token?: string | null } = {},
+): Promise<GqlResponse<T>> {
+  const token = opts.token === undefined ? TEST_ENV.ADMIN_API_TOKEN : opts.token
   const res = await fetch(`${url}/graphql`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json', accept: 'application/json' },
+    headers: { 'content-type': 'application/json', accept: 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
     body: JSON.stringify({ query, variables }),
   })
   const body = (await res.json()) as { data?: T | null; errors?: GqlResponse['errors'] }

@@ -15,6 +15,15 @@ export const ANONYMOUS: Caller = { kind: 'anonymous' }
 
 export const isAdmin = (c: Caller): boolean => c.kind !== 'anonymous' && c.isAdmin
 
+export type SignedIn = Exclude<Caller, { kind: 'anonymous' }>
+
+/** Whose rows the caller may see and act on: undefined means anyone's (admins). */
+export const ownerOf = (caller: SignedIn): number | undefined => (caller.isAdmin || caller.kind !== 'user' ? undefined : caller.userId)
+
+/** How a caller is named in what it leaves behind (a cancelled job's result). Never a host or a pid. */
+export const callerLabel = (caller: SignedIn): string =>
+  caller.kind === 'apiToken' ? 'admin API token' : `${caller.isAdmin ? 'admin ' : ''}user ${caller.userId}`
+
 /** Equal-length digests, so neither the token's content nor its length leaks through timing. */
 const digest = (v: string) => createHash('sha256').update(v).digest()
 

@@ -2,7 +2,7 @@
  * A refusal the caller may read: the GraphQL layer turns it into an error with this code (and the field,
  * when one input is to blame). Never carries a stack, a host name or another user's data.
  */
-export type AccessCode = 'UNAUTHENTICATED' | 'FORBIDDEN' | 'RATE_LIMITED' | 'LIMIT_EXCEEDED' | 'BAD_USER_INPUT' | 'NOT_FOUND'
+export type AccessCode = 'UNAUTHENTICATED' | 'FORBIDDEN' | 'RATE_LIMITED' | 'LIMIT_EXCEEDED' | 'BAD_USER_INPUT' | 'NOT_FOUND' | 'UNAVAILABLE'
 
 export class AccessError extends Error {
   constructor(

@@ -3,7 +3,7 @@ import { getAddress, isAddress, isAddressEqual, type PublicClient } from 'viem'
 import { recoverMessageAddress } from 'viem'
 import { createSiweMessage, generateSiweNonce, parseSiweMessage, validateSiweMessage } from 'viem/siwe'
 import type { Database } from '../db/client'
-import { users } from '../db/schema'
+import { authNonces, users } from '../db/schema'
 import { AccessError } from './errors'
 
 /** A SIWE message we issue is a few hundred characters; anything far longer is not one of ours. */
@@ -54,7 +54,7 @@ export function createSiwe(deps: SiweDeps) {
         await tx.execute(sql`DELETE FROM auth_nonces WHERE nonce IN (SELECT nonce FROM auth_nonces WHERE expires_at <= now() LIMIT 1000)`)
         const [{ n }] = (await tx.execute(sql`SELECT count(*)::int AS n FROM auth_nonces`)) as unknown as [{ n: number }]
         if (n >= MAX_OUTSTANDING_NONCES) throw new AccessError('RATE_LIMITED', 'too many sign-ins in progress: try again in a few minutes')
-        await tx.execute(sql`INSERT INTO auth_nonces (nonce, address, expires_at) VALUES (${nonce}, ${lower}, ${expiresAt})`)
+        await tx.insert(authNonces).values({ nonce, address: lower, expiresAt })
         await tx.execute(sql`
           DELETE FROM auth_nonces WHERE nonce IN (
             SELECT nonce FROM auth_nonces WHERE address = ${lower} ORDER BY created_at DESC, nonce OFFSET ${NONCES_PER_ADDRESS})`)
@@ -92,7 +92,7 @@ export function createSiwe(deps: SiweDeps) {
         throw refused('the message has expired, is not yet valid, or is malformed', 'message')
       const lower = address.toLowerCase()
       // Looked up before the signature is verified: a made-up message costs one indexed read, never an RPC call.
-      const known = await deps.db.execute(sql`SELECT 1 FROM auth_nonces WHERE nonce = ${nonce} AND address = ${lower} AND expires_at > ${now}`)
+      const known = await deps.db.execute(sql`SELECT 1 FROM auth_nonces WHERE nonce = ${nonce} AND address = ${lower} AND expires_at > now()`)
       if (known.length === 0) throw refused('unknown, already used or expired nonce: ask for a new message', 'message')
       if (!(await signedBy(deps, message, signature as `0x${string}`, address, parsed)))
         throw refused('the signature does not match the message and address', 'signature')

@@ -1,6 +1,6 @@
 import { sql } from 'drizzle-orm'
 import type { Config } from '../config'
-import type { Database } from '../db/client'
+import { type Database, type Executor, runQuery } from '../db/client'
 import type { WorkerJob } from '../db/schema'
 import type { JobRegistry } from '../workers/jobs/types'
 import { cronProblem, nextCronRun } from '../workers/cron'
@@ -63,7 +63,31 @@ export function createSubmitPolicy(deps: { db: Database; registry: JobRegistry; 
     return { ...input, userId: caller.userId }
   }
 
+  /** The rate limit and the pending cap, for one user adding `n` jobs; the cap's count is locked only by submit. */
+  function rateLimited(userId: number, n: number): void {
+    const taken = limiter.take(userId, n)
+    if (!taken.ok) {
+      throw new AccessError('RATE_LIMITED', `submit rate limit: at most ${deps.config.SUBMIT_RATE_PER_MINUTE} jobs per minute`, undefined, {
+        retryAfterSeconds: taken.retryAfterSeconds,
+      })
+    }
+  }
+
+  async function underCap(tx: Executor, userId: number, n: number, field?: string): Promise<void> {
+    const [{ count }] = (await runQuery(
+      tx,
+      sql`SELECT count(*)::int AS count FROM (SELECT 1 FROM worker_jobs WHERE user_id = ${userId} AND ${PENDING} LIMIT ${cap}) AS p`,
+    )) as unknown as [{ count: number }]
+    if (count + n > cap) throw new AccessError('LIMIT_EXCEEDED', `at most ${cap} pending jobs per user: ${count} pending, ${n} more submitted`, field)
+  }
+
   return {
+    /** For a user's rerun (queue/cancel.ts inserts it): the same rate and cap as a submit of one job. */
+    async admitOne(userId: number): Promise<void> {
+      rateLimited(userId, 1)
+      await underCap(deps.db, userId, 1)
+    },
+
     async submit(caller: Caller, inputs: readonly SubmitJobInput[], opts: { batch: boolean }): Promise<WorkerJob[]> {
       if (caller.kind === 'anonymous') throw unauthenticated(caller.refused)
       const admin = isAdmin(caller)
@@ -72,21 +96,12 @@ export function createSubmitPolicy(deps: { db: Database; registry: JobRegistry; 
       const field = (i: number) => (name: string) => (opts.batch ? `jobs[${i}].${name}` : name)
       const rows = inputs.map((input, i) => owned(caller, input, field(i)))
       if (admin || caller.kind !== 'user') return deps.submitter.submitJobs(rows)
-      const taken = limiter.take(caller.userId, rows.length)
-      if (!taken.ok) {
-        throw new AccessError('RATE_LIMITED', `submit rate limit: at most ${deps.config.SUBMIT_RATE_PER_MINUTE} jobs per minute`, undefined, {
-          retryAfterSeconds: taken.retryAfterSeconds,
-        })
-      }
       const userId = caller.userId
+      rateLimited(userId, rows.length)
       return deps.db.transaction(async (tx) => {
         // Serializes this user's submits (only theirs), so two concurrent requests cannot both pass the cap.
-        await tx.execute(sql`SELECT pg_advisory_xact_lock(hashtextextended(${`submit:user:${userId}`}, 0))`)
-        const [{ n }] = (await tx.execute(
-          sql`SELECT count(*)::int AS n FROM (SELECT 1 FROM worker_jobs WHERE user_id = ${userId} AND ${PENDING} LIMIT ${cap}) AS p`,
-        )) as unknown as [{ n: number }]
-        if (n + rows.length > cap)
-          throw new AccessError('LIMIT_EXCEEDED', `at most ${cap} pending jobs per user: ${n} pending, ${rows.length} more submitted`, opts.batch ? 'jobs' : undefined)
+        await runQuery(tx, sql`SELECT pg_advisory_xact_lock(hashtextextended(${`submit:user:${userId}`}, 0))`)
+        await underCap(tx, userId, rows.length, opts.batch ? 'jobs' : undefined)
         return deps.submitter.submitJobs(rows, { tx })
       })
     },

@@ -117,13 +117,14 @@ export const typeDefs = /* GraphQL */ `
   }
 
   type WorkerInfo {
-    index: Int!
+    id: String!
+    pid: Int
     alive: Boolean!
     healthy: Boolean!
-    pid: Int
-    restarts: Int!
-    running: Int
     problem: String
+    restarts: Int!
+    runningJobs: Int!
+    startedAt: DateTime
   }
 
   type ServerInfo {
@@ -135,8 +136,8 @@ export const typeDefs = /* GraphQL */ `
     lastSeenAt: DateTime!
     "Seen within the last 30 s."
     live: Boolean!
-    "This server's own workers in detail (the one answering); null for the others."
-    workers: [WorkerInfo!]
+    "Its child processes, as its /health showed them when it last refreshed its row (every few seconds)."
+    workers: [WorkerInfo!]!
   }
 
   type JobCount {

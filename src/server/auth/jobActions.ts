@@ -1,0 +1,31 @@
+import type { Database } from '../db/client'
+import type { WorkerJob } from '../db/schema'
+import { findJob } from '../graphql/jobQueries'
+import type { JobRegistry } from '../workers/jobs/types'
+import { cancelJob, rerunJob } from '../workers/queue/cancel'
+import { callerLabel, ownerOf, type SignedIn } from './callers'
+import { AccessError } from './errors'
+import type { SubmitPolicy } from './submitPolicy'
+
+/**
+ * Cancel and rerun on behalf of a caller: a user acts on their own jobs only (another's is reported as
+ * absent, never as forbidden, so ids reveal nothing), admins on any. The engine does the work (queue/cancel.ts).
+ */
+export function createJobActions(deps: { db: Database; registry: JobRegistry; submitPolicy: SubmitPolicy }) {
+  return {
+    cancel: (caller: SignedIn, id: number) => cancelJob(deps.db, id, { ownerUserId: ownerOf(caller), by: callerLabel(caller) }),
+
+    /** A rerun is a new job: the type's access rule, the rate limit and the pending cap apply as to a submit. */
+    async rerun(caller: SignedIn, id: number): Promise<WorkerJob> {
+      const owner = ownerOf(caller)
+      if (owner !== undefined) {
+        const job = await findJob(deps.db, id, owner)
+        if (!job) throw new AccessError('NOT_FOUND', `no job ${id} of yours`, 'id')
+        if ((deps.registry[job.type]?.access ?? 'admin') === 'admin')
+          throw new AccessError('FORBIDDEN', `job type ${JSON.stringify(job.type)} may only be submitted by an admin`, 'id')
+        await deps.submitPolicy.admitOne(owner)
+      }
+      return rerunJob(deps.db, deps.registry, id, { ownerUserId: owner })
+    },
+  }
+}

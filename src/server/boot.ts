@@ -3,6 +3,7 @@ import type { Server } from 'bun'
 import { type Config, ConfigError } from './config'
 import { checkConnectionBudget } from './db/budget'
 import { runMigrations } from './db/migrate'
+import type { GraphqlExtension } from './graphql/extend'
 import { createHttpApp } from './http/app'
 import { createLogger, type Logger } from './log'
 import { createServerApp, type ServerApp } from './serverApp'
@@ -25,7 +26,15 @@ export interface RunningServer {
  * is unreachable; the server keeps retrying to reach it, then migrates it, seeds the built-in jobs and
  * spawns the children. `jobModules` lets an application (or a test) add job types to every process.
  */
-export async function startServer(config: Config, opts: { log?: Logger; jobModules?: string[] } = {}): Promise<RunningServer> {
+export interface StartOptions {
+  log?: Logger
+  /** Modules exporting a `jobs` array: the application's job types, loaded by every process. */
+  jobModules?: string[]
+  /** The application's own GraphQL types and resolvers (main process only). */
+  graphql?: readonly GraphqlExtension[]
+}
+
+export async function startServer(config: Config, opts: StartOptions = {}): Promise<RunningServer> {
   const log = opts.log ?? createLogger({ level: config.LOG_LEVEL, pretty: config.LOG_PRETTY })
   const registry = buildRegistry(await loadJobModules(opts.jobModules ?? []))
   const serverApp = createServerApp({ config, log, registry, dbPoolSize: config.DB_POOL_SIZE })
@@ -35,7 +44,7 @@ export async function startServer(config: Config, opts: { log?: Logger; jobModul
   try {
     // Elysia turns reusePort on by default, and with it a second server on a taken port starts silently
     // and shares the traffic; off, the port being taken is an error.
-    app = createHttpApp(serverApp, workerManager, { listeningUrl: () => serverApp.baseUrl().href }).listen({ hostname: config.HOST, port: config.PORT, reusePort: false })
+    app = createHttpApp(serverApp, workerManager, { listeningUrl: () => serverApp.baseUrl().href, graphql: opts.graphql }).listen({ hostname: config.HOST, port: config.PORT, reusePort: false })
   } catch (err) {
     await serverApp.dbHandle.close()
     throw listenError(err, config)

@@ -1,4 +1,4 @@
-import { startServer } from './boot'
+import { type StartOptions, startServer } from './boot'
 import { ConfigError, type EnvConfig, loadEnvConfig } from './config'
 import { startDevServices } from './dev/services'
 import { createLogger, type Logger } from './log'
@@ -10,7 +10,7 @@ import { createLogger, type Logger } from './log'
  * step of the boot (bad variable, taken port, connection budget) ends the process with exit code 1 and its
  * one line on stderr; any other boot failure is logged with its stack.
  */
-export async function main(opts: { jobModules?: string[] } = {}): Promise<void> {
+export async function main(opts: Pick<StartOptions, 'jobModules' | 'graphql'> = {}): Promise<void> {
   let env: EnvConfig
   try {
     env = loadEnvConfig()
@@ -31,7 +31,7 @@ export async function main(opts: { jobModules?: string[] } = {}): Promise<void> 
     await services.stop()
     process.exit(1)
   }
-  const server = await startServer(services.config, { log, jobModules: opts.jobModules }).catch(bootFailed)
+  const server = await startServer(services.config, { log, jobModules: opts.jobModules, graphql: opts.graphql }).catch(bootFailed)
   server.ready.catch(bootFailed)
   let signals = 0
   for (const sig of ['SIGINT', 'SIGTERM'] as const) {

@@ -33,10 +33,10 @@ export const TEST_ENV = {
 /** Starts the real server (tests/fixtures/server.ts) as a child process and waits until it is ready (or only listening). */
 export async function startServerProcess(
   env: Record<string, string>,
-  opts: { timeoutMs?: number; waitFor?: 'server ready' | 'server listening' } = {},
+  opts: { timeoutMs?: number; waitFor?: 'server ready' | 'server listening'; entry?: string } = {},
 ): Promise<ServerProcess> {
   const waitFor = opts.waitFor ?? 'server ready'
-  const proc = Bun.spawn([process.execPath, FIXTURE], {
+  const proc = Bun.spawn([process.execPath, opts.entry ?? FIXTURE], {
     env: { ...process.env, ...TEST_ENV, ...env },
     stdout: 'pipe',
     stderr: 'pipe',

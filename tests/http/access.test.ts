@@ -93,6 +93,14 @@ describe('submitting', () => {
     expect(hang.errors).toBeUndefined()
   })
 
+  test("a user's job data is limited to 256 KiB of JSON; an admin's is not", async () => {
+    const big = { blob: 'x'.repeat(256 * 1024) }
+    const res = await gql(server.url, SUBMIT, { input: { type: 'noop', data: big, due: '2999-01-01T00:00:00Z' } }, as(alice))
+    expect([code(res), field(res)]).toEqual(['BAD_USER_INPUT', 'data'])
+    expect(await sql`SELECT 1 FROM worker_jobs WHERE user_id = ${alice.userId} AND length(data::text) > 200000`).toHaveLength(0)
+    expect((await gql(server.url, SUBMIT, { input: { type: 'noop', data: big, due: '2999-01-01T00:00:00Z' } }, as(admin))).errors).toBeUndefined()
+  })
+
   test("a user's cron job may not run more than once a minute", async () => {
     const res = await gql(server.url, SUBMIT, { input: { type: 'noop', cronSchedule: '* * * * * *' } }, as(alice))
     expect([code(res), field(res)]).toEqual(['FORBIDDEN', 'cronSchedule'])

@@ -15,6 +15,12 @@ import { createRateLimiter } from './rateLimit'
  * passing through submit again, so the submit rate limit cannot bound what a schedule costs: this does.
  */
 export const USER_CRON_MIN_INTERVAL_SECONDS = 60
+/**
+ * The largest job data a user may submit, as JSON characters. Results are capped at the same size
+ * (storable.ts); code on the server and admins are not limited here (the request body limit still is).
+ */
+export const USER_DATA_MAX_CHARS = 256 * 1024
+
 /** Runs of a schedule looked at for its shortest gap (a schedule such as `0,1 * * * *` is irregular). */
 const CRON_RUNS_CHECKED = 12
 
@@ -55,6 +61,8 @@ export function createSubmitPolicy(deps: { db: Database; registry: JobRegistry; 
       if (shortestCronGap(input.cronSchedule) < USER_CRON_MIN_INTERVAL_SECONDS)
         throw new AccessError('FORBIDDEN', `a user's cron job may run at most once every ${USER_CRON_MIN_INTERVAL_SECONDS} s`, field('cronSchedule'))
     }
+    if (!caller.isAdmin && input.data !== undefined && (JSON.stringify(input.data)?.length ?? 0) > USER_DATA_MAX_CHARS)
+      throw new AccessError('BAD_USER_INPUT', `job data is limited to ${USER_DATA_MAX_CHARS} characters of JSON`, field('data'))
     if (caller.kind === 'apiToken') return input
     if (input.userId !== undefined && input.userId !== caller.userId) {
       if (!caller.isAdmin) throw new AccessError('FORBIDDEN', 'userId is taken from your session: only admins may submit for another user', field('userId'))

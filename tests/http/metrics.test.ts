@@ -8,6 +8,7 @@ import { createServerApp } from '../../src/server/serverApp'
 import { buildRegistry } from '../../src/server/workers/jobs/registry'
 import { createTestDatabase, type TestDatabase } from '../helpers/db'
 import { type ServerProcess, startServerProcess, TEST_ENV } from '../helpers/server'
+import { workersOf } from '../helpers/workers'
 import { waitFor } from '../helpers/wait'
 import { gql, parsePrometheus, sampleKey as k, scrape } from './client'
 
@@ -91,7 +92,8 @@ describe('/metrics with one worker', () => {
   })
 
   test('a killed worker shows up as a restart', async () => {
-    const pidOf = async () => ((await (await fetch(`${env.server.url}/health`)).json()) as any).workers[0].pid as number
+    // /health names no pid; the helper reads it from the server's log.
+    const pidOf = async () => (await workersOf(env.server))[0]!.pid
     const pid = await pidOf()
     process.kill(pid, 'SIGKILL')
     const after = await waitFor(

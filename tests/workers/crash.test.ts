@@ -21,9 +21,13 @@ afterAll(async () => {
   await db.drop()
 })
 
+/** /health, each worker with its pid and id, which /health no longer names: the manager in this process has them. */
 const health = async () => {
   const res = await fetch(`${server.url}/health`)
-  return { code: res.status, body: (await res.json()) as any }
+  const body = (await res.json()) as any
+  const procs = server.workerManager.statusWithoutCounts()
+  for (const w of body.workers) Object.assign(w, { pid: procs[w.index]!.pid, id: procs[w.index]!.id })
+  return { code: res.status, body }
 }
 
 describe('a SIGKILLed child', () => {

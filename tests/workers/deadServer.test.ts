@@ -3,6 +3,7 @@ import type postgres from 'postgres'
 import { createTestDatabase, type TestDatabase } from '../helpers/db'
 import { CREATE_ABORTS_TABLE, CREATE_RUNS_TABLE, sqlClient } from '../helpers/engine'
 import { type ServerProcess, startServerProcess } from '../helpers/server'
+import { workersOf } from '../helpers/workers'
 import { waitFor } from '../helpers/wait'
 
 /**
@@ -38,8 +39,7 @@ afterAll(async () => {
 })
 
 async function firstWorker(server: ServerProcess): Promise<{ id: string; pid: number }> {
-  const body = (await (await fetch(`${server.url}/health`)).json()) as { workers: { id: string; pid: number }[] }
-  return body.workers[0]!
+  return (await workersOf(server))[0]!
 }
 
 describe('a dead server', () => {

@@ -3,6 +3,7 @@ import type postgres from 'postgres'
 import { createTestDatabase, type TestDatabase } from '../helpers/db'
 import { CREATE_ABORTS_TABLE, CREATE_RUNS_TABLE, sqlClient } from '../helpers/engine'
 import { type ServerProcess, startServerProcess } from '../helpers/server'
+import { type WorkerProcess as WorkerInfo, workersOf } from '../helpers/workers'
 import { startTcpProxy, type TcpProxy } from '../helpers/tcpProxy'
 import { waitFor } from '../helpers/wait'
 
@@ -26,18 +27,6 @@ afterAll(async () => {
   await sql.end()
   await db.drop()
 })
-
-interface WorkerInfo {
-  id: string
-  pid: number
-  alive: boolean
-  runningJobs: number
-}
-
-async function workersOf(server: ServerProcess): Promise<WorkerInfo[]> {
-  const body = (await (await fetch(`${server.url}/health`)).json()) as { workers: WorkerInfo[] }
-  return body.workers
-}
 
 async function insertJobs(client: postgres.Sql, type: string, data: unknown, count: number): Promise<number[]> {
   const rows = await client`INSERT INTO worker_jobs (type, user_id, due, data)

@@ -3,6 +3,7 @@ import type postgres from 'postgres'
 import { createTestDatabase, type TestDatabase } from '../helpers/db'
 import { sqlClient, startTestServer } from '../helpers/engine'
 import { startServerProcess } from '../helpers/server'
+import { workerHealth } from '../helpers/workers'
 import { waitFor } from '../helpers/wait'
 
 let db: TestDatabase
@@ -95,8 +96,8 @@ describe('shutdown', () => {
   test('SIGTERM lets a running job finish, then every process exits', async () => {
     await sql`TRUNCATE worker_jobs`
     const server = await startServerProcess({ DATABASE_URL: db.url, WORKER_COUNT: '2', CRON_REMOVE_OLD_WORKER_JOBS: 'off' })
-    const health = (await (await fetch(`${server.url}/health`)).json()) as any
-    const pids: number[] = health.workers.map((w: any) => w.pid)
+    const health = await workerHealth(server)
+    const pids: number[] = health.workers.map((w) => w.pid)
     expect(pids).toHaveLength(2)
     const [job] = await sql`INSERT INTO worker_jobs (type, user_id, due, data) VALUES ('sleep', 0, now(), '{"ms": 1500}') RETURNING id`
     await waitFor(async () => (await sql`SELECT 1 FROM worker_jobs WHERE id = ${job!.id} AND started IS NOT NULL`)[0], { what: 'start' })
@@ -124,7 +125,7 @@ describe('shutdown', () => {
       WORKER_SHUTDOWN_TIMEOUT_MS: '500',
       CRON_REMOVE_OLD_WORKER_JOBS: 'off',
     })
-    const health = (await (await fetch(`${server.url}/health`)).json()) as any
+    const health = await workerHealth(server)
     const [job] = await sql`INSERT INTO worker_jobs (type, user_id, due, data) VALUES ('sleep', 0, now(), '{"ms": 60000}') RETURNING id`
     await waitFor(async () => (await sql`SELECT 1 FROM worker_jobs WHERE id = ${job!.id} AND started IS NOT NULL`)[0], { what: 'start' })
     expect(await server.stop('SIGTERM')).toBe(0)
@@ -134,13 +135,13 @@ describe('shutdown', () => {
     expect(done!.started).toBeNull()
     expect(done!.attempt).toBe(2)
     expect(done!.last_error).toBe('interrupted: the server is shutting down')
-    expect(alive(health.workers[0].pid)).toBe(false)
+    expect(alive(health.workers[0]!.pid)).toBe(false)
   }, 20_000)
 
   test('a child exits on its own when its parent dies (no orphans)', async () => {
     const server = await startServerProcess({ DATABASE_URL: db.url, WORKER_COUNT: '2', CRON_REMOVE_OLD_WORKER_JOBS: 'off' })
-    const health = (await (await fetch(`${server.url}/health`)).json()) as any
-    const pids: number[] = health.workers.map((w: any) => w.pid)
+    const health = await workerHealth(server)
+    const pids: number[] = health.workers.map((w) => w.pid)
     expect(pids.every(alive)).toBe(true)
     await server.stop('SIGKILL')
     await waitFor(() => pids.every((p) => !alive(p)), { timeoutMs: 5000, what: 'orphaned children to exit' })

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { createTestDatabase, type TestDatabase } from '../helpers/db'
 import { type ServerProcess, startServerProcess } from '../helpers/server'
 import { waitFor } from '../helpers/wait'
+import { type WorkerProcess as Worker, workerHealth } from '../helpers/workers'
 
 /**
  * Restarts of killed children, with a real server process and real SIGKILLs.
@@ -13,14 +14,6 @@ import { waitFor } from '../helpers/wait'
 let db: TestDatabase
 let server: ServerProcess
 
-interface Worker {
-  id: string
-  pid: number
-  alive: boolean
-  restarts: number
-  startedAt: string | null
-}
-
 beforeAll(async () => {
   db = await createTestDatabase('restarts')
   server = await startServerProcess({ DATABASE_URL: db.url, WORKER_COUNT: '2', CRON_REMOVE_OLD_WORKER_JOBS: 'off' })
@@ -30,11 +23,8 @@ afterAll(async () => {
   await db.drop()
 })
 
-async function health(): Promise<{ code: number; status: string; workers: Worker[] }> {
-  const res = await fetch(`${server.url}/health`)
-  const body = (await res.json()) as { status: string; workers: Worker[] }
-  return { code: res.status, status: body.status, workers: body.workers }
-}
+/** /health, with each worker's pid and id from the server's log (/health names neither). */
+const health = () => workerHealth(server)
 
 /** Waits until every slot in `slots` has been seen alive, with the same pid, for longer than `ms`. */
 async function upFor(slots: number[], ms: number): Promise<Worker[]> {

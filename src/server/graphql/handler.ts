@@ -2,6 +2,7 @@ import { inspect } from 'node:util'
 import { createSchema, createYoga, type YogaLogger } from 'graphql-yoga'
 import type { Logger } from '../log'
 import type { ServerApp } from '../serverApp'
+import { limitPlugins } from './limits'
 import { createResolvers } from './resolvers'
 import { typeDefs } from './schema'
 
@@ -19,6 +20,7 @@ export function createGraphQLHandler(serverApp: ServerApp) {
     // Unexpected errors become "Unexpected error."; only development shows the original.
     maskedErrors: { isDev: serverApp.config.NODE_ENV === 'development' },
     logging: pinoLogger(serverApp.log.child({ component: 'graphql' })),
+    plugins: limitPlugins(serverApp.config),
   })
 }
 

@@ -11,7 +11,14 @@ import type { WorkerManager } from '../workers/manager'
  * GET /metrics: Prometheus text. Job gauges are computed at scrape time from the table (the truth, shared
  * by every instance), in one grouped query; worker gauges come from this server's WorkerManager.
  * Each server gets its own Registry, so several servers in one process (tests) never clash.
- * Like /health, the endpoint is unauthenticated (authentication is out of scope for now).
+ *
+ * Access: with METRICS_TOKEN set, a scrape must send `Authorization: Bearer <METRICS_TOKEN>` (401 otherwise;
+ * checked in http/app.ts). Without it the endpoint is open, and boot logs that once: keep it unreachable
+ * from outside then (HOST on loopback, or a proxy that does not route /metrics).
+ *
+ * What it may show: counts only. Labels are `state` (a fixed set) and `type` (a job type name); never a
+ * user id, a wallet, a job id, a host name or a pid, and never an error text. A label whose values come
+ * from users would also let them grow the series without bound.
  */
 
 const STATES = ['pending', 'running', 'succeeded', 'failed'] as const

@@ -5,7 +5,7 @@ import type { WorkerJob } from '../db/schema'
 import type { JobRegistry } from '../workers/jobs/types'
 import { cronProblem, nextCronRun } from '../workers/cron'
 import { PENDING } from '../workers/queue/states'
-import type { JobSubmitter, SubmitJobInput } from '../workers/queue/submit'
+import type { JobSubmitter, SubmitJobInput, SubmitOptions } from '../workers/queue/submit'
 import { type Caller, isAdmin } from './callers'
 import { AccessError, unauthenticated } from './errors'
 import { createRateLimiter } from './rateLimit'
@@ -103,14 +103,16 @@ export function createSubmitPolicy(deps: { db: Database; registry: JobRegistry; 
       if (inputs.length > max) throw new AccessError('BAD_USER_INPUT', `at most ${max} jobs per request, got ${inputs.length}`, 'jobs')
       const field = (i: number) => (name: string) => (opts.batch ? `jobs[${i}].${name}` : name)
       const rows = inputs.map((input, i) => owned(caller, input, field(i)))
-      if (admin || caller.kind !== 'user') return deps.submitter.submitJobs(rows)
+      // One job goes through submitJob, so its fields are named as in the input (`due`, not `jobs[0].due`).
+      const insert = (o: SubmitOptions) => (opts.batch ? deps.submitter.submitJobs(rows, o) : deps.submitter.submitJob(rows[0]!, o).then((j) => [j]))
+      if (admin || caller.kind !== 'user') return insert({})
       const userId = caller.userId
       rateLimited(userId, rows.length)
       return deps.db.transaction(async (tx) => {
         // Serializes this user's submits (only theirs), so two concurrent requests cannot both pass the cap.
         await runQuery(tx, sql`SELECT pg_advisory_xact_lock(hashtextextended(${`submit:user:${userId}`}, 0))`)
         await underCap(tx, userId, rows.length, opts.batch ? 'jobs' : undefined)
-        return deps.submitter.submitJobs(rows, { tx })
+        return insert({ tx })
       })
     },
   }

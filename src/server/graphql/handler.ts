@@ -2,17 +2,24 @@ import { inspect } from 'node:util'
 import { createSchema, createYoga, type YogaLogger } from 'graphql-yoga'
 import type { Logger } from '../log'
 import type { ServerApp } from '../serverApp'
+import { createAccess } from './access'
+import type { GraphqlExtension } from './extend'
 import { limitPlugins } from './limits'
 import { createResolvers } from './resolvers'
 import { typeDefs } from './schema'
 
 /**
  * The GraphQL server, as a fetch handler that http/app.ts mounts at /graphql. The schema is built once
- * per server. The per-request context is empty for now; an authenticated caller would go there.
+ * per server; each request's context carries its caller (from the Authorization header).
  */
-export function createGraphQLHandler(serverApp: ServerApp) {
-  return createYoga({
-    schema: createSchema({ typeDefs, resolvers: createResolvers(serverApp) }),
+export function createGraphQLHandler(serverApp: ServerApp, extensions: readonly GraphqlExtension[] = []) {
+  const access = createAccess(serverApp)
+  const yoga = createYoga({
+    schema: createSchema({
+      typeDefs: [typeDefs, ...extensions.map((e) => e.typeDefs)],
+      resolvers: [createResolvers(serverApp, access), ...extensions.map((e) => e.resolvers(serverApp))],
+    }),
+    context: async ({ request }) => ({ caller: await access.callerOf(request.headers.get('authorization')), request }),
     graphqlEndpoint: '/graphql',
     // GraphiQL (GET /graphql from a browser) outside production only.
     graphiql: serverApp.config.NODE_ENV !== 'production',
@@ -22,6 +29,7 @@ export function createGraphQLHandler(serverApp: ServerApp) {
     logging: pinoLogger(serverApp.log.child({ component: 'graphql' })),
     plugins: limitPlugins(serverApp.config),
   })
+  return Object.assign(yoga, { close: () => access.close() })
 }
 
 /** Yoga logs with console-style arguments; masked resolver errors arrive as an Error. */

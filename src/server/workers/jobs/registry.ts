@@ -11,7 +11,8 @@ export const builtInJobs: readonly Job[] = [removeOldWorkerJobsJob, watchChainJo
  * test's). A type registered twice is a startup error, never a silent override.
  */
 export function buildRegistry(extra: readonly Job[] = []): JobRegistry {
-  const registry: Record<string, Job> = {}
+  // No prototype: a type named "toString" or "__proto__" is unknown, not Object.prototype's member.
+  const registry: Record<string, Job> = Object.create(null)
   for (const job of [...builtInJobs, ...extra]) {
     if (registry[job.type]) throw new Error(`job type "${job.type}" is registered twice`)
     registry[job.type] = job

@@ -121,6 +121,27 @@ export class JobInputError extends Error {
 const fieldOf = (prefix: string, path: readonly PropertyKey[]) =>
   [prefix, ...path.map(String)].filter(Boolean).join('.').replace(/\.(\d+)(?=\.|$)/g, '[$1]')
 
+/**
+ * The path of the first own "__proto__" key in submitted data (JSON.parse creates such keys; copying the
+ * object, as a zod schema does, turns one into a prototype and the key vanishes), or null.
+ */
+function findProtoKey(value: unknown, path: string, depth = 0): string | null {
+  if (value === null || typeof value !== 'object' || depth > 64) return null
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const found = findProtoKey(value[i], `${path}[${i}]`, depth + 1)
+      if (found) return found
+    }
+    return null
+  }
+  for (const key of Object.keys(value)) {
+    if (key === '__proto__') return `${path}.__proto__`
+    const found = findProtoKey((value as Record<string, unknown>)[key], `${path}.${key}`, depth + 1)
+    if (found) return found
+  }
+  return null
+}
+
 /** Validates one input against the common schema and the job type's own data schema. Throws JobInputError. */
 export function validateJobInput(registry: JobRegistry, input: unknown, prefix = '', now = new Date()): NewJobRow {
   const parsed = submitJobInput.safeParse(input)
@@ -131,6 +152,8 @@ export function validateJobInput(registry: JobRegistry, input: unknown, prefix =
   const v = parsed.data
   const def = registry[v.type]
   if (!def) throw new JobInputError(fieldOf(prefix, ['type']), `unknown job type ${JSON.stringify(v.type)}`)
+  const proto = findProtoKey(v.data, fieldOf(prefix, ['data']))
+  if (proto) throw new JobInputError(proto, 'a "__proto__" key is refused: a schema would drop it silently')
   const data = def.dataSchema.safeParse(v.data)
   if (!data.success) {
     const issue = data.error.issues[0]!
@@ -210,14 +233,21 @@ export interface JobSubmitter {
 /** The one place that validates and inserts submitted jobs; serverApp and the manager delegate here. */
 export function createSubmitter(db: Database, registry: JobRegistry): JobSubmitter {
   return {
-    submitJob: (input, opts) => submitJob(db, registry, input, opts),
+    submitJob: (input, opts) => submitJob(db, registry, input, { tx: opts?.tx }),
     submitJobs: (inputs, opts) => submitJobs(db, registry, inputs, opts),
   }
 }
 
+/** What only the engine itself passes to submitJob (not part of the JobSubmitter API). */
+export interface EngineSubmitOptions extends SubmitOptions {
+  /** The job this one reruns (rerunJob in cancel.ts); submitted jobs otherwise have none. */
+  rescheduledFromJob?: number
+}
+
 // async, so a validation error is a rejected promise like a database error, never a synchronous throw.
-export async function submitJob(db: Database, registry: JobRegistry, input: SubmitJobInput, opts: SubmitOptions = {}): Promise<WorkerJob> {
+export async function submitJob(db: Database, registry: JobRegistry, input: SubmitJobInput, opts: EngineSubmitOptions = {}): Promise<WorkerJob> {
   const row = validateJobInput(registry, input)
+  if (opts.rescheduledFromJob !== undefined) row.rescheduledFromJob = opts.rescheduledFromJob
   try {
     return (await insertRows(db, [row], opts))[0]!
   } catch (err) {

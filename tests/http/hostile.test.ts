@@ -516,11 +516,12 @@ add('stored verbatim', [
     expect: { stored: { data: { constructor: { prototype: { polluted: 'yes', access: 'user' } } } } },
   },
   {
-    name: 'a nested __proto__ key is a plain key',
+    // Refused at any depth: a job type whose schema has a nested object would drop it silently too.
+    name: 'a nested __proto__ key is refused by name',
     as: 'user',
     query: SUBMIT,
     variables: { input: { type: 'noop', due: FAR, data: JSON.parse('{"a":{"__proto__":{"polluted":"yes","isAdmin":true}}}') } },
-    expect: { stored: { data: JSON.parse('{"a":{"__proto__":{"polluted":"yes","isAdmin":true}}}') } },
+    expect: bad('data.a.__proto__'),
   },
   {
     name: 'numbers at the edges of JSON',

@@ -7,6 +7,7 @@ import type { GraphqlExtension } from './extend'
 import { limitPlugins } from './limits'
 import { createResolvers } from './resolvers'
 import { typeDefs } from './schema'
+import { useVariableErrorCodes } from './variableErrors'
 
 /**
  * The GraphQL server, as a fetch handler that http/app.ts mounts at /graphql. The schema is built once
@@ -27,7 +28,7 @@ export function createGraphQLHandler(serverApp: ServerApp, extensions: readonly 
     // Unexpected errors become "Unexpected error."; only development shows the original.
     maskedErrors: { isDev: serverApp.config.NODE_ENV === 'development' },
     logging: pinoLogger(serverApp.log.child({ component: 'graphql' })),
-    plugins: limitPlugins(serverApp.config),
+    plugins: [...limitPlugins(serverApp.config), useVariableErrorCodes()],
   })
   return Object.assign(yoga, { close: () => access.close() })
 }

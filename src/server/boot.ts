@@ -53,6 +53,10 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   const url = `http://${urlHost(config.HOST)}:${http.port}`
   serverApp.setListeningUrl(url)
   log.info({ url, workers: config.WORKER_COUNT }, 'server listening')
+  // After listening: a boot that fails to listen prints its one line and nothing else.
+  if (!config.METRICS_TOKEN) {
+    log[config.NODE_ENV === 'production' ? 'warn' : 'info']('/metrics is open to anyone who reaches this server: METRICS_TOKEN is unset')
+  }
 
   let stopped = false
   const ready = (async () => {

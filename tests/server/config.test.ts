@@ -18,6 +18,9 @@ const expectBad = (env: Record<string, string>, name: string, load: typeof loadE
 
 const DB = 'postgres://postgres@127.0.0.1:5432/postgres'
 const RPC = 'http://127.0.0.1:8545'
+const BASE = 'https://app.example.com'
+/** Everything production requires. */
+const PROD = { NODE_ENV: 'production', DATABASE_URL: DB, CHAIN_RPC_URL: RPC, BASE_URL: BASE, SESSION_SECRET: 's'.repeat(32) }
 
 describe('loadEnvConfig', () => {
   test('defaults', () => {
@@ -67,19 +70,44 @@ describe('loadEnvConfig', () => {
     expect(c.CHAIN_RPC_URL).toBeUndefined()
   })
 
-  test('production requires DATABASE_URL, then CHAIN_RPC_URL', () => {
+  test('production requires DATABASE_URL, then CHAIN_RPC_URL, BASE_URL and SESSION_SECRET', () => {
     expect(expectBad({ NODE_ENV: 'production' }, 'DATABASE_URL')).toBe('Missing environment variable DATABASE_URL: required when NODE_ENV=production')
     expect(expectBad({ NODE_ENV: 'production', DATABASE_URL: '' }, 'DATABASE_URL')).toContain('required when NODE_ENV=production')
     expect(expectBad({ NODE_ENV: 'production', DATABASE_URL: DB }, 'CHAIN_RPC_URL')).toBe(
       'Missing environment variable CHAIN_RPC_URL: required when NODE_ENV=production',
     )
-    const c = loadEnvConfig({ NODE_ENV: 'production', DATABASE_URL: DB, CHAIN_RPC_URL: RPC })
+    expect(expectBad({ NODE_ENV: 'production', DATABASE_URL: DB, CHAIN_RPC_URL: RPC }, 'BASE_URL')).toBe(
+      'Missing environment variable BASE_URL: required when NODE_ENV=production',
+    )
+    expect(expectBad({ NODE_ENV: 'production', DATABASE_URL: DB, CHAIN_RPC_URL: RPC, BASE_URL: BASE }, 'SESSION_SECRET')).toBe(
+      'Missing environment variable SESSION_SECRET: required when NODE_ENV=production',
+    )
+    const c = loadEnvConfig(PROD)
     expect(c.DATABASE_URL).toBe(DB)
     expect(c.CHAIN_RPC_URL).toBe(RPC)
   })
 
   test('production has no default wallet', () => {
-    expect(loadEnvConfig({ NODE_ENV: 'production', DATABASE_URL: DB, CHAIN_RPC_URL: RPC }).SERVER_WALLET_PRIVATE_KEY).toBeUndefined()
+    expect(loadEnvConfig(PROD).SERVER_WALLET_PRIVATE_KEY).toBeUndefined()
+  })
+
+  test('access variables: secrets of 32+ characters never echoed, wallets and origins checked, loopback by default', () => {
+    expect(loadEnvConfig({}).HOST).toBe('127.0.0.1')
+    for (const name of ['SESSION_SECRET', 'ADMIN_API_TOKEN', 'METRICS_TOKEN']) {
+      const message = expectBad({ [name]: 'short-secret-value' }, name)
+      expect(message).toBe(`Invalid environment variable ${name}: must be at least 32 characters`)
+      expect(message).not.toContain('short-secret-value')
+    }
+    expect(expectBad({ ADMIN_WALLETS: '0x1234' }, 'ADMIN_WALLETS')).toContain('expected 0x-prefixed 20-byte addresses')
+    const wallets = loadEnvConfig({ ADMIN_WALLETS: ` 0xAbCdEf0123456789aBcDeF0123456789abCDef01 ,, 0x${'1'.repeat(40)}` }).ADMIN_WALLETS
+    expect(wallets).toEqual(['0xabcdef0123456789abcdef0123456789abcdef01', `0x${'1'.repeat(40)}`])
+    expect(expectBad({ CORS_ORIGINS: 'https://a.example/path' }, 'CORS_ORIGINS')).toContain('expected an origin')
+    expect(expectBad({ CORS_ORIGINS: 'ftp://a.example' }, 'CORS_ORIGINS')).toContain('expected an origin')
+    expect(loadEnvConfig({ CORS_ORIGINS: 'https://a.example, http://localhost:5173' }).CORS_ORIGINS).toEqual(['https://a.example', 'http://localhost:5173'])
+    expect(expectBad({ BASE_URL: 'ws://a.example' }, 'BASE_URL')).toContain('expected an http or https URL')
+    expect(expectBad({ BASE_URL: 'https://user:pw@a.example' }, 'BASE_URL')).toContain('without credentials')
+    expect(expectBad({ SUBMIT_BATCH_MAX: '0' }, 'SUBMIT_BATCH_MAX')).toContain('>= 1')
+    expect(expectBad({ SESSION_TTL_MS: '1000' }, 'SESSION_TTL_MS')).toContain('>= 60000')
   })
 
   test('in production a bad service URL still names the variable as invalid', () => {

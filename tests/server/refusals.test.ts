@@ -83,8 +83,8 @@ describe('refusals that need the real database and network', () => {
   })
 
   test.each([
-    [{ WORKER_COUNT: '200' }, 'needs 1410 connections (DB_POOL_SIZE 10 + 200 workers × 7'],
-    [{ WORKER_COUNT: '0', DB_POOL_SIZE: '1000' }, 'needs 1000 connections (DB_POOL_SIZE 1000 + 0 workers × 7'],
+    [{ WORKER_COUNT: '200' }, 'needs 1411 connections (DB_POOL_SIZE 10 + 1 live LISTEN + 200 workers × 7'],
+    [{ WORKER_COUNT: '0', DB_POOL_SIZE: '1000' }, 'needs 1001 connections (DB_POOL_SIZE 1000 + 1 live LISTEN + 0 workers × 7'],
   ])('a connection budget Postgres cannot fit (%p) exits 1 with one line, before any worker starts', async (env, needs) => {
     const run = await runToExit([process.execPath, FIXTURE], { ...process.env, ...TEST_ENV, DATABASE_URL: db.url, ...env } as Record<string, string>)
     expect(run.code).toBe(1)

@@ -12,7 +12,7 @@ export type { GqlContext }
 export interface GraphqlExtension {
   /** SDL; extend the root types with `extend type Mutation { … }`. */
   typeDefs: string
-  // biome-ignore lint/suspicious/noExplicitAny: resolver maps are typed by the SDL, not by TypeScript
+  /** Resolver maps are typed by the SDL, not by TypeScript. */
   resolvers: (serverApp: ServerApp) => Record<string, any>
 }
 

@@ -47,10 +47,6 @@ export function createHttpApp(serverApp: ServerApp, manager: WorkerManager | nul
   const cors = createCorsPolicy(config, () => listening() ?? app.server?.url.href)
   const reply = (request: Request, response: Response) => cors.apply(request, response)
 
-  if (!config.METRICS_TOKEN) {
-    log[config.NODE_ENV === 'production' ? 'warn' : 'info']('/metrics is open to anyone who reaches this server: METRICS_TOKEN is unset')
-  }
-
   async function graphqlRequest(request: Request): Promise<Response> {
     if (request.method === 'GET' || request.method === 'HEAD') {
       // Yoga itself refuses a mutation over GET (405), so GET only ever reads.

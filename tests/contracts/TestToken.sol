@@ -64,3 +64,25 @@ contract TestNft {
         emit Transfer(address(0), to, tokenId);
     }
 }
+
+/// A smart-contract wallet for the sign-in tests (EIP-1271): a signature is valid when its owner signed the hash.
+contract TestWallet {
+    address public owner;
+
+    constructor(address owner_) {
+        owner = owner_;
+    }
+
+    function isValidSignature(bytes32 hash, bytes calldata signature) external view returns (bytes4) {
+        if (signature.length != 65) return 0xffffffff;
+        bytes32 r;
+        bytes32 s;
+        uint8 v;
+        assembly {
+            r := calldataload(signature.offset)
+            s := calldataload(add(signature.offset, 32))
+            v := byte(0, calldataload(add(signature.offset, 64)))
+        }
+        return ecrecover(hash, v, r, s) == owner ? bytes4(0x1626ba7e) : bytes4(0xffffffff);
+    }
+}

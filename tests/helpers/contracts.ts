@@ -37,7 +37,7 @@ export function compileTestContracts(): Record<string, Artifact> {
 }
 
 /** Deploys a compiled contract from `from` (an anvil dev account) and returns its address. */
-export async function deployContract(client: AnvilClient, from: Address, name: 'TestToken' | 'TestNft', args: unknown[] = []): Promise<Address> {
+export async function deployContract(client: AnvilClient, from: Address, name: 'TestToken' | 'TestNft' | 'TestWallet', args: unknown[] = []): Promise<Address> {
   const { abi, bytecode } = compileTestContracts()[name]!
   const hash = await client.deployContract({ abi, bytecode, args, account: from, chain: null })
   const receipt = await client.waitForTransactionReceipt({ hash, pollingInterval: 50 })

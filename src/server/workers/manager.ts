@@ -309,8 +309,8 @@ export class WorkerManager implements JobSubmitter {
     if (sweep && this.rescuing) return
     if (sweep) this.rescuing = true
     try {
-      const { released, failed } = await rescueJobs(this.serverApp.db, this.serverApp.registry, target, reason)
-      if (released.length > 0 || failed.length > 0) this.log.warn({ reason, released, failed }, 'rescued interrupted jobs')
+      const { released, failed, cancelled } = await rescueJobs(this.serverApp.db, this.serverApp.registry, target, reason)
+      if (released.length > 0 || failed.length > 0 || cancelled.length > 0) this.log.warn({ reason, released, failed, cancelled }, 'rescued interrupted jobs')
     } catch (err) {
       this.log.error({ err, reason }, 'rescuing jobs failed; the next sweep retries')
     } finally {

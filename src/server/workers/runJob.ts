@@ -22,16 +22,33 @@ export class JobInterruptedError extends Error {
   }
 }
 
+/**
+ * The signal's reason when the job was cancelled (cancelJob set its row's cancelled_at). Unlike an
+ * interruption, a cancel does not end the run here: the handler is asked to stop, and whatever it then
+ * returns or throws is kept in the cancelled row's result (see queue/finish.ts).
+ */
+export class JobCancelledError extends Error {
+  constructor(message = 'the job was cancelled') {
+    super(message)
+    this.name = 'JobCancelledError'
+  }
+}
+
 /** A failure result that a person reading worker_jobs.result can act on. */
 export function errorResult(err: unknown): { error: string; name?: string; stack?: string } {
   if (err instanceof Error) return { error: err.message, name: err.name, stack: err.stack?.split('\n').slice(0, 8).join('\n') }
   return { error: String(err) }
 }
 
-/** A job being run: `abort` stops it from outside (forced shutdown, lost lease). */
+/**
+ * A job being run: `abort` stops it from outside (forced shutdown, lost lease, timeout) and ends the run
+ * at once, whether the handler honours its signal or not. `cancel` only fires the handler's signal: the
+ * run ends when the handler does (or at its timeout), so its real outcome is recorded.
+ */
 export interface RunningJob {
   job: WorkerJob
   abort(reason: Error): void
+  cancel(reason: Error): void
 }
 
 /**
@@ -62,12 +79,15 @@ export function runJob(
   const aborted = new Promise<never>((_, reject) => {
     rejectAborted = reject
   })
-  const abort = (reason: Error) => {
+  const fire = (reason: Error) => {
     abortReason ??= reason
     controller?.abort(reason)
+  }
+  const abort = (reason: Error) => {
+    fire(reason)
     rejectAborted(reason)
   }
-  return { running: { job, abort }, outcome: execute(serverApp, registry, job, log, signal, aborted, abort, opts.defaultTimeoutMs) }
+  return { running: { job, abort, cancel: fire }, outcome: execute(serverApp, registry, job, log, signal, aborted, abort, opts.defaultTimeoutMs) }
 }
 
 async function execute(

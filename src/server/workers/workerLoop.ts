@@ -3,10 +3,9 @@ import type { Logger } from '../log'
 import type { ServerApp } from '../serverApp'
 import { FinishBatcher } from './finishBatcher'
 import { claimJobs, extendLeases, nextLook, releaseUnknownClaims } from './queue/claim'
-import { JOBS_CHANNEL } from './queue/notify'
+import { CANCEL_CHANNEL, JOBS_CHANNEL } from './queue/notify'
 import type { QueueDb } from './queueDb'
-import { JobInterruptedError, type RunningJob, runJob } from './runJob'
-
+import { JobCancelledError, JobInterruptedError, type RunningJob, runJob } from './runJob'
 
 export interface WorkerLoopOptions {
   workerId: string
@@ -39,6 +38,8 @@ interface Held {
   /** Local time at which the last confirmed claim or renewal of this row was sent: its lease runs from then. */
   leaseSentAt: number
   aborted: boolean
+  /** Its cancel was requested and its signal fired (the run goes on until the handler ends). */
+  cancelled: boolean
 }
 
 /**
@@ -50,6 +51,11 @@ interface Held {
  * Leases: the heartbeat renews exactly the rows this worker holds every lease/5. A separate deadline timer,
  * which never waits for a query, aborts any job whose lease was not confirmed for lease − lease/5: by
  * the time its row's lease expires and another server may rescue it, the job here has been told to stop.
+ *
+ * Cancels: cancelJob NOTIFYs CANCEL_CHANNEL with the job id; the child holding that job fires its
+ * handler's signal (JobCancelledError). Each renewal also reports which held rows have cancelled_at set,
+ * so a lost notification delays the abort by one renewal period at most. How the row is then recorded
+ * (cancelled, with the handler's outcome) is decided in SQL by the finish statement, not here.
  */
 export class WorkerLoop {
   private readonly running = new Map<number, Held>()
@@ -109,7 +115,12 @@ export class WorkerLoop {
       // (Re)connected: notifications may have been missed meanwhile, so look now.
       () => this.lookAround(),
     )
-    this.unlisten = () => listener.unlisten()
+    // Same LISTEN connection (postgres.js shares one for every channel). A notification lost while it
+    // reconnects is covered by the renewals, which report cancelled rows too.
+    const cancels = await this.serverApp.dbHandle.client.listen(CANCEL_CHANNEL, (payload) => this.onCancel(payload))
+    this.unlisten = async () => {
+      await Promise.all([listener.unlisten(), cancels.unlisten()])
+    }
     this.timers.push(setInterval(() => this.lookAround(), this.opts.pollIntervalMs))
     this.timers.push(setInterval(() => void this.renewLeases(), this.renewEveryMs))
     this.timers.push(setInterval(() => this.enforceLeaseDeadline(), Math.max(50, Math.floor(this.renewEveryMs / 2))))
@@ -141,6 +152,19 @@ export class WorkerLoop {
     if (h.aborted) return
     h.aborted = true
     h.running.abort(new JobInterruptedError(reason))
+  }
+
+  /** Fires the signal of a held job whose cancel was requested; the run ends when its handler does. */
+  private cancelHeld(h: Held): void {
+    if (h.cancelled || h.aborted) return
+    h.cancelled = true
+    this.log.info({ jobId: h.running.job.id }, 'job cancel requested; aborting its signal')
+    h.running.cancel(new JobCancelledError())
+  }
+
+  private onCancel(payload: string): void {
+    const h = this.running.get(Number(payload))
+    if (h) this.cancelHeld(h)
   }
 
   private onNotify(payload: string): void {
@@ -259,7 +283,7 @@ export class WorkerLoop {
     const { running, outcome: done } = runJob(this.serverApp, this.serverApp.registry, job, this.log, {
       defaultTimeoutMs: this.opts.defaultTimeoutMs,
     })
-    this.running.set(job.id, { running, leaseSentAt, aborted: false })
+    this.running.set(job.id, { running, leaseSentAt, aborted: false, cancelled: false })
     void done.then((outcome) => {
       this.running.delete(job.id)
       this.finisher.add(outcome)
@@ -284,7 +308,7 @@ export class WorkerLoop {
     this.renewing = true
     const sentAt = this.now()
     try {
-      const held = await this.opts.queueDb.run((db) =>
+      const { held, cancelled } = await this.opts.queueDb.run((db) =>
         extendLeases(db, { workerId: this.opts.workerId, leaseMs: this.opts.leaseMs, ids }),
       )
       for (const id of ids) {
@@ -292,6 +316,7 @@ export class WorkerLoop {
         if (!h) continue
         if (held.has(id)) h.leaseSentAt = Math.max(h.leaseSentAt, sentAt)
         else this.abortHeld(h, 'lease lost: the job was rescued by another worker')
+        if (cancelled.has(id)) this.cancelHeld(h)
       }
     } catch (err) {
       this.log.error({ err }, 'extending job leases failed')

@@ -114,16 +114,27 @@ export async function nextLook(db: Executor, types: readonly string[]): Promise<
  * holds: a job missing from the answer was rescued meanwhile and must be aborted here. Rows locked_by
  * this worker that it does not know (a claim whose reply was lost) are not extended, so their lease runs
  * out and the rescuer returns them to pending.
+ * `cancelled` names the held rows whose cancel was requested (cancelled_at set): the backstop for a lost
+ * cancel notification, so their handlers' signals fire within one renewal period at the latest.
  */
-export async function extendLeases(db: Executor, opts: { workerId: string; leaseMs: number; ids: readonly number[] }): Promise<Set<number>> {
-  if (opts.ids.length === 0) return new Set()
+export async function extendLeases(
+  db: Executor,
+  opts: { workerId: string; leaseMs: number; ids: readonly number[] },
+): Promise<{ held: Set<number>; cancelled: Set<number> }> {
+  const held = new Set<number>()
+  const cancelled = new Set<number>()
+  if (opts.ids.length === 0) return { held, cancelled }
   const rows = await runQuery(
     db,
     sql`UPDATE worker_jobs SET lease_expires_at = now() + make_interval(secs => ${opts.leaseMs / 1000})
         WHERE id = ANY(${bigintArray(opts.ids)}) AND ${heldBy(opts.workerId)}
-        RETURNING id`,
+        RETURNING id, cancelled_at IS NOT NULL AS cancelled`,
   )
-  return new Set(rows.map((r) => Number(r.id)))
+  for (const r of rows) {
+    held.add(Number(r.id))
+    if (r.cancelled === true) cancelled.add(Number(r.id))
+  }
+  return { held, cancelled }
 }
 
 /**

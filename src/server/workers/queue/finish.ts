@@ -30,6 +30,11 @@ const RERUN_DELAY_SECONDS = 1
  * needs a successor (cron, retry), the writes and the successor inserts share one transaction, so a
  * finished cron job always has its next run.
  *
+ * Cancellation: a row whose cancelled_at is set (cancelJob asked it to stop while it ran) is recorded as
+ * cancelled whatever the handler did: success = false, result `{ error: 'cancelled', cancelledBy?, outcome }`
+ * with the handler's own result or error in `outcome`, and no successor (no retry, no cron run). The
+ * statements read cancelled_at from the row they update, under its lock, so this costs no extra query.
+ *
  * Poison: if the batch fails for a reason other than a lost connection, it is split in halves until the
  * row that cannot be written is alone; that row is then recorded as a failure naming the database's
  * error, and every other row finishes normally. A connection error is rethrown for the caller to retry
@@ -73,65 +78,94 @@ async function writeOutcomes(
 ): Promise<Set<number>> {
   const now = new Date()
   const finishes: { id: number; success: boolean; json: string; successor: NewJobRow | null }[] = []
-  const releases: { id: number; error: string }[] = []
+  const releases: { id: number; error: string; json: string }[] = []
   for (const o of outcomes) {
     if (o.interrupted?.rerun && o.job.attempt < o.job.maxAttempts) {
-      releases.push({ id: o.job.id, error: o.interrupted.reason })
+      releases.push({ id: o.job.id, error: o.interrupted.reason, json: storableJson(o.result) })
       continue
     }
     const plan = planFinish(o.job, o.success, o.result, now)
     finishes.push({ id: o.job.id, success: plan.success, json: storableJson(plan.result), successor: opts.successors === false ? null : plan.successor })
   }
+  const withSuccessors = finishes.some((f) => f.successor)
   const write = async (tx: Executor) => {
-    const done = await markFinished(tx, workerId, finishes)
+    const done = await markFinished(tx, workerId, finishes, withSuccessors)
     const released = await releaseJobs(tx, { workerId, jobs: releases })
-    const next = finishes.filter((f) => f.successor && done.has(f.id)).map((f) => f.successor!)
+    // A cancelled row gets no successor: its lock (taken by the UPDATE above) keeps cancelled_at as read.
+    const next = finishes.filter((f) => f.successor && done.get(f.id) === false).map((f) => f.successor!)
     await insertSuccessors(tx, next)
-    return new Set([...done, ...released])
+    return new Set([...done.keys(), ...released.ids])
   }
-  const needsTransaction = finishes.some((f) => f.successor) || (finishes.length > 0 && releases.length > 0)
+  const needsTransaction = withSuccessors || (finishes.length > 0 && releases.length > 0)
   return needsTransaction ? db.transaction(write) : write(db)
 }
 
-async function markFinished(db: Executor, workerId: string, rows: readonly { id: number; success: boolean; json: string }[]): Promise<Set<number>> {
-  if (rows.length === 0) return new Set()
+/**
+ * Finishes the rows this worker still holds; returns the ids written, each mapped to whether its row was
+ * cancelled (only known, and only asked for, when `flagCancelled`: a batch that plans no successor does
+ * not need it, and the hot path keeps its one-column answer).
+ */
+async function markFinished(
+  db: Executor,
+  workerId: string,
+  rows: readonly { id: number; success: boolean; json: string }[],
+  flagCancelled: boolean,
+): Promise<Map<number, boolean>> {
+  if (rows.length === 0) return new Map()
   // Built by hand around the results' JSON, which storableJson already produced: no second stringify.
   const batch = `[${rows.map((r) => `{"id":${r.id},"success":${r.success},"result":${r.json}}`).join(',')}]`
   const done = await runQuery(
     db,
     sql`
     UPDATE worker_jobs AS j
-    SET finished = now(), success = v.success, result = v.result,
+    SET finished = now(), success = v.success AND j.cancelled_at IS NULL,
+        result = CASE WHEN j.cancelled_at IS NULL THEN v.result ELSE ${cancelledResult(sql`v.result`)} END,
         remove_at = now() + make_interval(secs => j.remove_delay), updated_at = now()
     FROM jsonb_to_recordset(${batch}::text::jsonb) AS v(id bigint, success boolean, result jsonb)
     WHERE j.id = v.id AND ${heldBy(workerId, 'j')}
-    RETURNING j.id`,
+    RETURNING j.id${flagCancelled ? sql`, j.cancelled_at IS NOT NULL AS cancelled` : sql``}`,
   )
-  return new Set(done.map((r) => Number(r.id)))
+  return new Map(done.map((r) => [Number(r.id), r.cancelled === true]))
+}
+
+/**
+ * The result of a cancelled row that ran (or was interrupted): `{ error: 'cancelled', cancelledBy?, outcome }`.
+ * `outcome` is what the run produced, so nothing that happened is hidden; `cancelledBy` is the label
+ * cancelJob left in the running row's result (absent when cancelled_at was set by hand). Only for
+ * statements that update worker_jobs AS j, where j.result is still the running row's.
+ */
+export function cancelledResult(outcome: SQL): SQL {
+  return sql`jsonb_build_object('error', 'cancelled', 'outcome', ${outcome})
+    || CASE WHEN j.result->'cancelledBy' IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('cancelledBy', j.result->'cancelledBy') END`
 }
 
 /**
  * Puts running rows back to pending with attempt + 1 and the reason in last_error (at-least-once after an
  * interruption, as River and Oban do), and announces their due time like an insert does. `workerId`
  * limits it to rows that worker still holds; `where` (for the rescuer) picks rows by another rule.
+ *
+ * A row whose cancel was requested (cancelled_at set) never goes back to pending: the same statement
+ * finishes it as cancelled instead (attempt unchanged, no successor), with the interruption as its
+ * outcome. One UPDATE decides per row under its lock, so a cancel that commits meanwhile is never missed.
+ * Returns every id written (`ids`) and, among them, those finished as cancelled.
  */
 export async function releaseJobs(
   db: Executor,
-  opts: { workerId: string; jobs: readonly { id: number; error: string }[] } | { where: SQL; error: string },
-): Promise<Set<number>> {
+  opts: { workerId: string; jobs: readonly { id: number; error: string; json?: string }[] } | { where: SQL; error: string },
+): Promise<{ ids: Set<number>; cancelled: Set<number> }> {
   let rows: Record<string, unknown>[]
   if ('workerId' in opts) {
-    if (opts.jobs.length === 0) return new Set()
+    if (opts.jobs.length === 0) return { ids: new Set(), cancelled: new Set() }
+    const batch = `[${opts.jobs.map((r) => `{"id":${r.id},"error":${JSON.stringify(r.error)},"result":${r.json ?? JSON.stringify({ error: r.error })}}`).join(',')}]`
     rows = await runQuery(
       db,
       sql`
       WITH released AS (
         UPDATE worker_jobs AS j
-        SET started = NULL, locked_by = NULL, lease_expires_at = NULL, attempt = j.attempt + 1,
-            due = now() + make_interval(secs => ${RERUN_DELAY_SECONDS}), last_error = v.error, updated_at = now()
-        FROM jsonb_to_recordset(${JSON.stringify(opts.jobs)}::text::jsonb) AS v(id bigint, error text)
+        SET ${releaseOrCancel(sql`v.error`, sql`v.result`)}
+        FROM jsonb_to_recordset(${batch}::text::jsonb) AS v(id bigint, error text, result jsonb)
         WHERE j.id = v.id AND ${heldBy(opts.workerId, 'j')}
-        RETURNING j.id, j.due
+        RETURNING j.id, CASE WHEN j.finished IS NULL THEN j.due END AS due
       )
       ${notifyDue(sql`released`)}`,
     )
@@ -140,16 +174,40 @@ export async function releaseJobs(
       db,
       sql`
       WITH released AS (
-        UPDATE worker_jobs
-        SET started = NULL, locked_by = NULL, lease_expires_at = NULL, attempt = attempt + 1,
-            due = now() + make_interval(secs => ${RERUN_DELAY_SECONDS}), last_error = ${opts.error}, updated_at = now()
+        UPDATE worker_jobs AS j
+        SET ${releaseOrCancel(sql`${opts.error}::text`, sql`jsonb_build_object('error', ${opts.error}::text)`)}
         WHERE ${opts.where}
-        RETURNING id, due
+        RETURNING j.id, CASE WHEN j.finished IS NULL THEN j.due END AS due
       )
       ${notifyDue(sql`released`)}`,
     )
   }
-  return new Set(rows.map((r) => Number(r.id)))
+  const ids = new Set<number>()
+  const cancelled = new Set<number>()
+  for (const r of rows) {
+    ids.add(Number(r.id))
+    if (r.finished === true) cancelled.add(Number(r.id))
+  }
+  return { ids, cancelled }
+}
+
+/**
+ * The SET list of releaseJobs for `worker_jobs AS j`: back to pending, or, for a row with cancelled_at,
+ * finished as cancelled. Every expression reads the old row (Postgres evaluates SET against it).
+ */
+function releaseOrCancel(error: SQL, outcome: SQL): SQL {
+  const live = sql.raw('j.cancelled_at IS NULL')
+  return sql`started = CASE WHEN ${live} THEN NULL ELSE j.started END,
+    locked_by = CASE WHEN ${live} THEN NULL ELSE j.locked_by END,
+    lease_expires_at = NULL,
+    attempt = CASE WHEN ${live} THEN j.attempt + 1 ELSE j.attempt END,
+    due = CASE WHEN ${live} THEN now() + make_interval(secs => ${RERUN_DELAY_SECONDS}) ELSE j.due END,
+    last_error = CASE WHEN ${live} THEN ${error} ELSE j.last_error END,
+    finished = CASE WHEN ${live} THEN NULL ELSE now() END,
+    success = CASE WHEN ${live} THEN j.success ELSE false END,
+    result = CASE WHEN ${live} THEN j.result ELSE ${cancelledResult(outcome)} END,
+    remove_at = CASE WHEN ${live} THEN j.remove_at ELSE now() + make_interval(secs => j.remove_delay) END,
+    updated_at = now()`
 }
 
 /** Inserts cron successors and retries; a tag that already has a pending row keeps that row. */

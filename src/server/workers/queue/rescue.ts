@@ -1,7 +1,7 @@
 import { type SQL, sql } from 'drizzle-orm'
 import { type Database, runQuery } from '../../db/client'
 import type { JobRegistry } from '../jobs/types'
-import { insertSuccessors, releaseJobs } from './finish'
+import { cancelledResult, insertSuccessors, releaseJobs } from './finish'
 import { bigintArray, textArray } from './params'
 import { RUNNING } from './states'
 import { storableJson } from './storable'
@@ -16,6 +16,8 @@ export interface RescueResult {
   released: number[]
   /** Finished as failed (attempts used up, or their type must never re-run blindly), with the usual retry and cron rules. */
   failed: number[]
+  /** Their cancel had been requested (cancelled_at): finished as cancelled, never run again, no successor. */
+  cancelled: number[]
 }
 
 /** Rows handled per call; a larger backlog is taken on the next tick. */
@@ -27,8 +29,10 @@ const BATCH = 1_000
  * failure, so:
  *   - attempts left and the type allows it (defineJob's `rerunOnInterrupt`, default true): back to
  *     pending, attempt + 1, `last_error` says why (at-least-once);
- *   - otherwise: finished as failed with that reason, and the normal retry / cron rules apply.
- * The first is one statement that cannot fail on a row's content. The second goes row by row, each in its
+ *   - otherwise: finished as failed with that reason, and the normal retry / cron rules apply;
+ *   - whatever the above says, a row whose cancel was requested (cancelled_at) is finished as cancelled,
+ *     with the reason as its outcome and no successor: a cancelled job is never run again.
+ * The first (cancelled rows included: releaseJobs finishes those) is one statement that cannot fail on a row's content. The second goes row by row, each in its
  * own transaction, so a row that cannot be finished (a cron string with no next run, written by hand) is
  * failed alone without a successor and never blocks the rows after it.
  *
@@ -37,34 +41,38 @@ const BATCH = 1_000
  */
 export async function rescueJobs(db: Database, registry: JobRegistry, target: RescueTarget, reason: string): Promise<RescueResult> {
   const which = targetSql(target)
-  if (!which) return { released: [], failed: [] }
+  if (!which) return { released: [], failed: [], cancelled: [] }
   const noRerun = Object.values(registry)
     .filter((d) => d.rerunOnInterrupt === false)
     .map((d) => d.type)
-  const rerunnable = sql`attempt < max_attempts AND NOT (type = ANY(${textArray(noRerun)}))`
+  // Rows the single release statement handles: those that run again, and cancelled ones (finished there).
+  const rerunnable = sql`(cancelled_at IS NOT NULL OR (attempt < max_attempts AND NOT (type = ANY(${textArray(noRerun)}))))`
   // One probe first: on a healthy cluster it finds nothing, and the sweep costs one statement a second.
   const found = await runQuery(
     db,
     sql`SELECT id, ${rerunnable} AS rerun FROM worker_jobs WHERE ${RUNNING} AND ${which} ORDER BY id LIMIT ${BATCH}`,
   )
-  if (found.length === 0) return { released: [], failed: [] }
+  if (found.length === 0) return { released: [], failed: [], cancelled: [] }
   const rerunIds = found.filter((r) => r.rerun === true).map((r) => Number(r.id))
   // The conditions are checked again under the row lock: the holder may have finished it meanwhile.
   const released =
     rerunIds.length === 0
-      ? new Set<number>()
+      ? { ids: new Set<number>(), cancelled: new Set<number>() }
       : await releaseJobs(db, {
           error: reason,
           where: sql`id IN (SELECT id FROM worker_jobs WHERE id = ANY(${bigintArray(rerunIds)}) AND ${RUNNING} AND ${which}
             AND ${rerunnable} FOR UPDATE SKIP LOCKED)`,
         })
   const failed: number[] = []
+  const cancelled = [...released.cancelled]
   for (const r of found) {
     const id = Number(r.id)
     if (r.rerun === true) continue
-    if (await failOne(db, id, which, reason)) failed.push(id)
+    const done = await failOne(db, id, which, reason)
+    if (done === 'cancelled') cancelled.push(id)
+    else if (done) failed.push(id)
   }
-  return { released: [...released], failed }
+  return { released: [...released.ids].filter((id) => !released.cancelled.has(id)), failed, cancelled }
 }
 
 function targetSql(target: RescueTarget): SQL | null {
@@ -73,20 +81,31 @@ function targetSql(target: RescueTarget): SQL | null {
   return sql`locked_by = ANY(${textArray(target.workerIds)})`
 }
 
-/** Fails one interrupted row in its own transaction; false when another rescuer took it first. */
-async function failOne(db: Database, id: number, which: SQL, reason: string): Promise<boolean> {
+/**
+ * Fails one interrupted row in its own transaction; false when another rescuer took it first, 'cancelled'
+ * when its cancel had been requested meanwhile (then it is finished as cancelled, without a successor).
+ */
+async function failOne(db: Database, id: number, which: SQL, reason: string): Promise<boolean | 'cancelled'> {
   const run = (withSuccessor: boolean) =>
-    db.transaction(async (tx) => {
+    db.transaction(async (tx): Promise<boolean | 'cancelled'> => {
       const [row] = (await tx.execute(
         sql`SELECT id, type, user_id AS "userId", data, cron_schedule AS "cronSchedule",
               auto_reschedule_on_failure AS "autoRescheduleOnFailure",
               auto_reschedule_on_failure_delay AS "autoRescheduleOnFailureDelay", remove_delay AS "removeDelay",
-              persistent, tag, attempt, max_attempts AS "maxAttempts"
+              persistent, tag, attempt, max_attempts AS "maxAttempts", cancelled_at IS NOT NULL AS "cancelled"
             FROM worker_jobs WHERE id = ${id} AND ${RUNNING} AND ${which} FOR UPDATE SKIP LOCKED`,
-      )) as unknown as (FinishedJob & { id: string | number })[]
+      )) as unknown as (FinishedJob & { id: string | number; cancelled: boolean })[]
       if (!row) return false
-      const job: FinishedJob = { ...row, id: Number(row.id) }
+      const { cancelled, ...rest } = row
+      const job: FinishedJob = { ...rest, id: Number(row.id) }
       const error = job.attempt >= job.maxAttempts ? `${reason} (attempt ${job.attempt} of ${job.maxAttempts})` : reason
+      if (cancelled) {
+        await tx.execute(sql`
+          UPDATE worker_jobs AS j SET finished = now(), success = false, result = ${cancelledResult(sql`jsonb_build_object('error', ${error}::text)`)},
+            remove_at = now() + make_interval(secs => j.remove_delay), updated_at = now()
+          WHERE j.id = ${id}`)
+        return 'cancelled'
+      }
       const plan = planFinish(job, false, { error }, new Date())
       await tx.execute(sql`
         UPDATE worker_jobs SET finished = now(), success = false, result = ${storableJson(plan.result)}::jsonb,

@@ -322,7 +322,9 @@ export class WorkerManager implements JobSubmitter {
   private async announce(): Promise<void> {
     const { db, registry, config } = this.serverApp
     try {
-      await announceServer(db, { id: this.serverId, hostname: hostname(), pid: process.pid, jobTypes: Object.keys(registry) })
+      // Its children as /health shows them, so an admin's workerStatus on any server sees every server's.
+      const workers = await this.status().catch(() => this.statusWithoutCounts())
+      await announceServer(db, { id: this.serverId, hostname: hostname(), pid: process.pid, jobTypes: Object.keys(registry), workers })
       const failed = await failUnrunnableJobs(db, config.WORKER_UNKNOWN_TYPE_FAIL_AFTER_MS)
       if (failed.length > 0) this.log.warn({ jobIds: failed }, 'failed jobs of a type that no live server registers')
     } catch (err) {

@@ -143,7 +143,14 @@ describe('shutdown', () => {
     const health = await workerHealth(server)
     const pids: number[] = health.workers.map((w) => w.pid)
     expect(pids.every(alive)).toBe(true)
+    // A long job is running when the parent dies: the orphan must not wait for it.
+    await sql`TRUNCATE worker_jobs`
+    const [job] = await sql`INSERT INTO worker_jobs (type, user_id, due, data) VALUES ('sleep', 0, now(), '{"ms": 60000}') RETURNING id`
+    await waitFor(async () => (await sql`SELECT 1 FROM worker_jobs WHERE id = ${job!.id} AND started IS NOT NULL`)[0], { what: 'start' })
     await server.stop('SIGKILL')
     await waitFor(() => pids.every((p) => !alive(p)), { timeoutMs: 5000, what: 'orphaned children to exit' })
+    // It aborted the job and recorded it as interrupted: back to pending, to run again.
+    const [row] = await sql`SELECT started, finished, attempt, last_error FROM worker_jobs WHERE id = ${job!.id}`
+    expect(row).toMatchObject({ started: null, finished: null, attempt: 2, last_error: 'interrupted: the server process is gone' })
   }, 20_000)
 })

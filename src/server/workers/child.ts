@@ -101,11 +101,24 @@ process.on('message', (msg: ToChild) => {
   }
 })
 
-// The manager is gone (crashed or killed): drain and exit instead of running on as an orphan.
-process.on('disconnect', () => void drainAndExit(0))
+/** How long an orphan may take to record its aborted jobs before it exits anyway (the database may be gone too). */
+const ORPHAN_EXIT_DEADLINE_MS = 5000
+
+/**
+ * The manager is gone (crashed or killed): nobody will ever tell this child to stop, so it aborts its
+ * running jobs at once (they go back to pending, as after any interruption), records that, and exits,
+ * instead of running on as an orphan until its longest job ends.
+ */
+function orphaned(): void {
+  if (exiting) return
+  loop?.abortAll('interrupted: the server process is gone')
+  setTimeout(() => process.exit(1), ORPHAN_EXIT_DEADLINE_MS).unref()
+  void drainAndExit(0)
+}
+process.on('disconnect', orphaned)
 const parentPid = process.ppid
 setInterval(() => {
-  if (process.ppid !== parentPid) void drainAndExit(0)
+  if (process.ppid !== parentPid) orphaned()
 }, 1000).unref()
 // SIGTERM/SIGINT to the whole process group (Ctrl-C): the manager orchestrates the drain, so ignore them here.
 process.on('SIGINT', () => {})

@@ -43,6 +43,9 @@ export async function startOurs(url: string, extraEnv: Record<string, string> = 
     DATABASE_URL: url,
     // Required in production; chain jobs are off here, so nothing has to listen on it.
     CHAIN_RPC_URL: 'http://127.0.0.1:8545',
+    // Also required in production; the benchmark never signs in.
+    BASE_URL: 'http://127.0.0.1',
+    SESSION_SECRET: 'benchmark-session-secret-not-for-use-0123456789',
     HOST: '127.0.0.1',
     PORT: '0',
     WORKER_COUNT: String(WORKER_COUNT),

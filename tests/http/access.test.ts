@@ -124,6 +124,19 @@ describe('submitting', () => {
     expect((await gql(server.url, `mutation ($jobs: [SubmitJobInput!]!) { submitJobs(jobs: $jobs) { id } }`, { jobs: [...six, ...six] }, as(admin))).errors).toBeUndefined()
   })
 
+  test('aliases do not multiply the per-request limits: jobs submitted, rows listed', async () => {
+    const gina = await signIn(server.url, newWallet())
+    const three = `[{ type: "noop", due: "2999-01-01T00:00:00Z" }, { type: "noop", due: "2999-01-01T00:00:00Z" }]`
+    const aliased = `mutation { a: submitJobs(jobs: ${three}) { id } b: submitJobs(jobs: ${three}) { id } c: submitJobs(jobs: ${three}) { id } }`
+    const res = await gql(server.url, aliased, undefined, as(gina))
+    // 5 per request: the first two batches (4 jobs) fit, the third would make 6.
+    expect(res.errors?.map((e) => [e.extensions?.code, e.extensions?.field])).toEqual([['BAD_USER_INPUT', 'jobs']])
+    expect((await sql`SELECT count(*)::int AS n FROM worker_jobs WHERE user_id = ${gina.userId}`)[0]!.n).toBe(4)
+    const lists = await gql(server.url, `{ a: jobs(limit: 60) { total } b: jobs(limit: 60) { total } }`, undefined, as(gina))
+    expect(lists.errors?.map((e) => [e.extensions?.code, e.extensions?.field])).toEqual([['BAD_USER_INPUT', 'limit']])
+    expect((await gql(server.url, `{ a: jobs(limit: 50) { total } b: myNotifications(limit: 50) { id } }`, undefined, as(gina))).errors).toBeUndefined()
+  })
+
   test('concurrent submits cannot pass the pending cap together', async () => {
     const dave = await signIn(server.url, newWallet())
     const results = await Promise.all(
@@ -180,6 +193,16 @@ describe('cancel and rerun', () => {
     expect(rerun.errors).toBeUndefined()
     expect(rerun.data.rerunJob).toMatchObject({ rescheduledFromJob: job.id, userId: alice.userId })
     await waitFor(async () => (await gql(server.url, JOB, { id: rerun.data.rerunJob.id }, as(alice))).data.job.status === 'SUCCEEDED', { timeoutMs: 10_000 })
+  })
+
+  test("a user may not cancel or rerun an admin-only job an admin submitted for them", async () => {
+    const res = await gql(server.url, SUBMIT, { input: { type: 'hang', userId: alice.userId, due: '2999-01-01T00:00:00Z' } }, as(admin))
+    const id = res.data.submitJob.id
+    const cancel = await gql(server.url, `mutation ($id: ID!) { cancelJob(id: $id) { status } }`, { id }, as(alice))
+    expect([code(cancel), field(cancel)]).toEqual(['FORBIDDEN', 'id'])
+    expect((await statusOf(id))!.cancelled_at).toBeNull()
+    expect((await gql(server.url, `mutation ($id: ID!) { cancelJob(id: $id) { status } }`, { id }, as(admin))).data.cancelJob.status).toBe('CANCELLED')
+    expect(code(await gql(server.url, `mutation ($id: ID!) { rerunJob(id: $id) { id } }`, { id }, as(alice)))).toBe('FORBIDDEN')
   })
 
   test('results shown to non-admins carry the error message, never a stack or a host', async () => {

@@ -134,17 +134,34 @@ describe('sign-in', () => {
     expect(refusal(res)).toEqual({ code: 'UNAUTHENTICATED', message: expect.stringContaining('expired') })
   })
 
-  test('a tampered signature, another wallet’s signature and an edited message are refused', async () => {
+  test('a tampered signature, another wallet’s signature and an edited message are refused; a failed check uses the nonce up', async () => {
     const wallet = newWallet()
+    const tries: ((message: string, signature: string) => [string, string])[] = [
+      (m, sig) => [m, `${sig.slice(0, 10)}${sig[10] === 'a' ? 'b' : 'a'}${sig.slice(11)}`],
+      (m) => [m, ''], // replaced below by another wallet's signature
+      (m, sig) => [m.replace('Sign in to', 'Sign into'), sig],
+    ]
+    for (const [i, tamper] of tries.entries()) {
+      const message = await issued(wallet.address)
+      const signature = await wallet.signMessage({ message })
+      let [m, sig] = tamper(message, signature)
+      if (i === 1) sig = await newWallet().signMessage({ message })
+      expect(refusal(await authenticate(m, sig))).toEqual({ code: 'UNAUTHENTICATED', message: expect.stringContaining('signature') })
+      // The nonce is gone: even the real signature of that message is refused now (one check per message).
+      expect(refusal(await authenticate(message, signature))).toEqual({ code: 'UNAUTHENTICATED', message: expect.stringContaining('nonce') })
+    }
     const message = await issued(wallet.address)
-    const signature = await wallet.signMessage({ message })
-    const flipped = `${signature.slice(0, 10)}${signature[10] === 'a' ? 'b' : 'a'}${signature.slice(11)}`
-    expect(refusal(await authenticate(message, flipped)).code).toBe('UNAUTHENTICATED')
-    expect(refusal(await authenticate(message, await newWallet().signMessage({ message }))).code).toBe('UNAUTHENTICATED')
-    const edited = message.replace('Sign in to', 'Sign into')
-    expect(refusal(await authenticate(edited, signature))).toEqual({ code: 'UNAUTHENTICATED', message: expect.stringContaining('signature') })
-    // None of those used up the nonce: the real signature still signs in.
-    expect((await authenticate(message, signature)).errors).toBeUndefined()
+    expect((await authenticate(message, await wallet.signMessage({ message }))).errors).toBeUndefined()
+  })
+
+  test('one sign-in mutation per request: aliases cannot mint nonces in bulk', async () => {
+    const wallet = newWallet()
+    const aliased = `mutation ($a: String!) { a: generateSiweMessage(address: $a) b: generateSiweMessage(address: $a) c: generateSiweMessage(address: $a) }`
+    const res = await gql(server.url, aliased, { a: wallet.address }, anon)
+    // The second alias is refused (and, the field being non-null, graphql-js runs no further mutation field).
+    expect(res.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'address' })
+    expect(res.errors?.[0]?.path).toEqual(['b'])
+    expect((await sql`SELECT count(*)::int AS n FROM auth_nonces WHERE address = ${wallet.address.toLowerCase()}`)[0]!.n).toBe(1)
   })
 
   test('a message naming another address than the signer is refused', async () => {

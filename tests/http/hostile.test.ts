@@ -864,6 +864,7 @@ add('SIWE', [
     query: AUTHENTICATE,
     variables: async (ctx) => {
       const message = await issue(ctx, ctx.wallet)
+      unusedNonces-- // a failed signature check uses its nonce up
       return { message, signature: await newWallet().signMessage({ message }) }
     },
     expect: refusedSignIn('signature'),
@@ -872,7 +873,11 @@ add('SIWE', [
     name: 'an issued message with 65 bytes of zeros for a signature',
     as: 'anon',
     query: AUTHENTICATE,
-    variables: async (ctx) => ({ message: await issue(ctx, ctx.wallet), signature: `0x${'00'.repeat(65)}` }),
+    variables: async (ctx) => {
+      const message = await issue(ctx, ctx.wallet)
+      unusedNonces-- // a failed signature check uses its nonce up
+      return { message, signature: `0x${'00'.repeat(65)}` }
+    },
     expect: refusedSignIn('signature'),
   },
   {
@@ -882,6 +887,7 @@ add('SIWE', [
     variables: async (ctx) => {
       const message = await issue(ctx, ctx.wallet)
       const signature = await ctx.wallet.signMessage({ message })
+      unusedNonces-- // a failed signature check uses its nonce up
       return { message: message.replace(/^Sign in to .*$/m, 'Send all funds.'), signature }
     },
     expect: refusedSignIn('signature'),

@@ -12,8 +12,17 @@ import type { SubmitPolicy } from './submitPolicy'
  * absent, never as forbidden, so ids reveal nothing), admins on any. The engine does the work (queue/cancel.ts).
  */
 export function createJobActions(deps: { db: Database; registry: JobRegistry; submitPolicy: SubmitPolicy }) {
+  const userMaySubmit = (type: string) => deps.registry[type]?.access === 'user'
   return {
-    cancel: (caller: SignedIn, id: number) => cancelJob(deps.db, id, { ownerUserId: ownerOf(caller), by: callerLabel(caller) }),
+    /** A user cancels their own jobs of the types they may submit; an admin's job for them (an admin-only type) stays. */
+    async cancel(caller: SignedIn, id: number) {
+      const owner = ownerOf(caller)
+      if (owner !== undefined) {
+        const job = await findJob(deps.db, id, owner)
+        if (job && !userMaySubmit(job.type)) throw new AccessError('FORBIDDEN', `job type ${JSON.stringify(job.type)} may only be cancelled by an admin`, 'id')
+      }
+      return cancelJob(deps.db, id, { ownerUserId: owner, by: callerLabel(caller) })
+    },
 
     /** A rerun is a new job: the type's access rule, the rate limit and the pending cap apply as to a submit. */
     async rerun(caller: SignedIn, id: number): Promise<WorkerJob> {
@@ -21,7 +30,7 @@ export function createJobActions(deps: { db: Database; registry: JobRegistry; su
       if (owner !== undefined) {
         const job = await findJob(deps.db, id, owner)
         if (!job) throw new AccessError('NOT_FOUND', `no job ${id} of yours`, 'id')
-        if ((deps.registry[job.type]?.access ?? 'admin') === 'admin')
+        if (!userMaySubmit(job.type))
           throw new AccessError('FORBIDDEN', `job type ${JSON.stringify(job.type)} may only be submitted by an admin`, 'id')
         await deps.submitPolicy.admitOne(owner)
       }

@@ -14,7 +14,7 @@ const MAX_SIGNATURE_CHARS = 16_384
 const NONCES_PER_ADDRESS = 5
 /**
  * Unused, unexpired nonces across all addresses. generateSiweMessage is open to anonymous callers, so
- * this bounds the table; past it, sign-in is refused until nonces expire (RATE_LIMITED).
+ * this bounds the table; past it, the oldest nonce is dropped for each new one.
  */
 const MAX_OUTSTANDING_NONCES = 100_000
 
@@ -52,8 +52,13 @@ export function createSiwe(deps: SiweDeps) {
       await deps.db.transaction(async (tx) => {
         // Expired nonces are swept here, a bounded batch at a time, so the table never grows past its cap.
         await tx.execute(sql`DELETE FROM auth_nonces WHERE nonce IN (SELECT nonce FROM auth_nonces WHERE expires_at <= now() LIMIT 1000)`)
-        const [{ n }] = (await tx.execute(sql`SELECT count(*)::int AS n FROM auth_nonces`)) as unknown as [{ n: number }]
-        if (n >= MAX_OUTSTANDING_NONCES) throw new AccessError('RATE_LIMITED', 'too many sign-ins in progress: try again in a few minutes')
+        const [{ n }] = (await tx.execute(
+          sql`SELECT count(*)::int AS n FROM (SELECT 1 FROM auth_nonces LIMIT ${MAX_OUTSTANDING_NONCES}) AS o`,
+        )) as unknown as [{ n: number }]
+        // Full (a flood of anonymous requests): the oldest nonce makes room, rather than every sign-in being
+        // refused until the flood's nonces expire. A real user signs within seconds of asking.
+        if (n >= MAX_OUTSTANDING_NONCES)
+          await tx.execute(sql`DELETE FROM auth_nonces WHERE nonce IN (SELECT nonce FROM auth_nonces ORDER BY expires_at LIMIT ${n - MAX_OUTSTANDING_NONCES + 1})`)
         await tx.insert(authNonces).values({ nonce, address: lower, expiresAt })
         await tx.execute(sql`
           DELETE FROM auth_nonces WHERE nonce IN (
@@ -94,8 +99,11 @@ export function createSiwe(deps: SiweDeps) {
       // Looked up before the signature is verified: a made-up message costs one indexed read, never an RPC call.
       const known = await deps.db.execute(sql`SELECT 1 FROM auth_nonces WHERE nonce = ${nonce} AND address = ${lower} AND expires_at > now()`)
       if (known.length === 0) throw refused('unknown, already used or expired nonce: ask for a new message', 'message')
-      if (!(await signedBy(deps, message, signature as `0x${string}`, address, parsed)))
-        throw refused('the signature does not match the message and address', 'signature')
+      if (!(await signedBy(deps, message, signature as `0x${string}`, address, parsed))) {
+        // A failed check uses the nonce up: one message buys one signature check (one chain call at most).
+        await deps.db.execute(sql`DELETE FROM auth_nonces WHERE nonce = ${nonce} AND address = ${lower}`)
+        throw refused('the signature does not match the message and address: ask for a new message', 'signature')
+      }
       // Single use: of two concurrent sign-ins with one nonce, only the one whose DELETE finds the row wins.
       const consumed = await deps.db.execute(sql`DELETE FROM auth_nonces WHERE nonce = ${nonce} AND address = ${lower} RETURNING 1`)
       if (consumed.length === 0) throw refused('unknown, already used or expired nonce: ask for a new message', 'message')

@@ -12,6 +12,11 @@ import type { ServerApp } from '../serverApp'
 export interface GqlContext {
   caller: Caller
   request: Request
+  /**
+   * What this request has used so far, across all its fields: aliases must not multiply a per-request
+   * limit (15 aliased lists of 100 rows, or 15 aliased batches of SUBMIT_BATCH_MAX jobs).
+   */
+  spent: { rows: number; jobs: number; signIns: number }
 }
 
 /** The sign-in and access machinery of one server, built once (the session secret is read here). */

@@ -20,13 +20,18 @@ export function createGraphQLHandler(serverApp: ServerApp, extensions: readonly 
       typeDefs: [typeDefs, ...extensions.map((e) => e.typeDefs)],
       resolvers: [createResolvers(serverApp, access), ...extensions.map((e) => e.resolvers(serverApp))],
     }),
-    context: async ({ request }) => ({ caller: await access.callerOf(request.headers.get('authorization')), request }),
+    context: async ({ request }) => ({
+      caller: await access.callerOf(request.headers.get('authorization')),
+      request,
+      spent: { rows: 0, jobs: 0, signIns: 0 },
+    }),
     graphqlEndpoint: '/graphql',
     // GraphiQL (GET /graphql from a browser) outside production only.
     graphiql: serverApp.config.NODE_ENV !== 'production',
     landingPage: false,
-    // Unexpected errors become "Unexpected error."; only development shows the original.
-    maskedErrors: { isDev: serverApp.config.NODE_ENV === 'development' },
+    // Unexpected errors become "Unexpected error." in every mode (the log has the original): a development
+    // server reachable by others must not hand out stacks either.
+    maskedErrors: true,
     logging: pinoLogger(serverApp.log.child({ component: 'graphql' })),
     plugins: [...limitPlugins(serverApp.config), useVariableErrorCodes()],
   })

@@ -27,6 +27,10 @@ import { DateTimeScalar, JSONScalar } from './scalars'
  */
 
 export const MAX_PAGE_LIMIT = 100
+/** Rows one request may list across all its list fields (user job data can be 256 KiB a row). */
+export const MAX_ROWS_PER_REQUEST = 100
+/** Sign-in mutations per request: each writes a nonce or runs a signature check. */
+export const MAX_SIGN_INS_PER_REQUEST = 1
 /** Deep offsets cost a walk over every skipped row: past this, filter instead. */
 export const MAX_PAGE_OFFSET = 10_000
 
@@ -53,12 +57,21 @@ function filterText(v: string | null | undefined, name: string): string | undefi
   return v
 }
 
-function page(limit: number | null | undefined, offset: number | null | undefined): { limit: number; offset: number } {
+function page(ctx: GqlContext, limit: number | null | undefined, offset: number | null | undefined): { limit: number; offset: number } {
   const l = limit ?? 50
   const o = offset ?? 0
   if (l < 1 || l > MAX_PAGE_LIMIT) throw badInput('limit', `Invalid argument limit: must be between 1 and ${MAX_PAGE_LIMIT}, got ${l}`)
   if (o < 0 || o > MAX_PAGE_OFFSET) throw badInput('offset', `Invalid argument offset: must be between 0 and ${MAX_PAGE_OFFSET}, got ${o}`)
+  ctx.spent.rows += l
+  if (ctx.spent.rows > MAX_ROWS_PER_REQUEST)
+    throw badInput('limit', `at most ${MAX_ROWS_PER_REQUEST} rows per request across all lists (the limits of this request add up to ${ctx.spent.rows})`)
   return { limit: l, offset: o }
+}
+
+/** A per-request count (jobs submitted, sign-ins) that aliases must not multiply. */
+function spend(ctx: GqlContext, what: 'jobs' | 'signIns', n: number, max: number, field: string, noun: string): void {
+  ctx.spent[what] += n
+  if (ctx.spent[what] > max) throw badInput(field, `at most ${max} ${noun} per request, across all fields (got ${ctx.spent[what]})`)
 }
 
 function signedIn(ctx: GqlContext): SignedIn {
@@ -88,7 +101,13 @@ function withoutStacks(result: unknown): unknown {
 }
 
 export function createResolvers(serverApp: ServerApp, access: Access) {
-  const { db } = serverApp
+  const { db, config } = serverApp
+  /** SUBMIT_BATCH_MAX (admins: ADMIN_SUBMIT_BATCH_MAX) is per request: every submit field of it counts. */
+  const spendJobs = (ctx: GqlContext, n: number, field: string) => {
+    if (ctx.caller.kind === 'anonymous') return // the policy refuses it: UNAUTHENTICATED comes first
+    const max = isAdmin(ctx.caller) ? config.ADMIN_SUBMIT_BATCH_MAX : config.SUBMIT_BATCH_MAX
+    spend(ctx, 'jobs', n, max, field, 'jobs')
+  }
   return {
     JSON: JSONScalar,
     DateTime: DateTimeScalar,
@@ -122,7 +141,7 @@ export function createResolvers(serverApp: ServerApp, access: Access) {
             tag: filterText(f.tag, 'tag'),
             userId: owner ?? f.userId ?? undefined,
           }
-          return listJobs(db, filter, { ...page(args.limit, args.offset), newestFirst: args.order !== 'OLDEST_FIRST' })
+          return listJobs(db, filter, { ...page(ctx, args.limit, args.offset), newestFirst: args.order !== 'OLDEST_FIRST' })
         }),
       workerStatus: (_: unknown, __: unknown, ctx: GqlContext) =>
         answering(async () => {
@@ -130,21 +149,32 @@ export function createResolvers(serverApp: ServerApp, access: Access) {
           return workerOverview(db)
         }),
       myNotifications: (_: unknown, args: { limit?: number | null; offset?: number | null }, ctx: GqlContext) =>
-        answering(() => listNotifications(db, user(ctx).userId, page(args.limit, args.offset))),
+        answering(() => listNotifications(db, user(ctx).userId, page(ctx, args.limit, args.offset))),
     },
     Mutation: {
-      generateSiweMessage: (_: unknown, args: { address: string }) => answering(() => access.siwe.generateMessage(args.address)),
-      authenticateWithSiwe: (_: unknown, args: { message: string; signature: string }) =>
+      generateSiweMessage: (_: unknown, args: { address: string }, ctx: GqlContext) =>
+        answering(() => {
+          spend(ctx, 'signIns', 1, MAX_SIGN_INS_PER_REQUEST, 'address', 'sign-in mutation')
+          return access.siwe.generateMessage(args.address)
+        }),
+      authenticateWithSiwe: (_: unknown, args: { message: string; signature: string }, ctx: GqlContext) =>
         answering(async () => {
+          spend(ctx, 'signIns', 1, MAX_SIGN_INS_PER_REQUEST, 'message', 'sign-in mutation')
           const u = await access.siwe.authenticate(args.message, args.signature)
           const { token, expiresAt } = await access.sessions.issue(u)
           const row = await findUser(db, u.id)
           return { token, expiresAt, user: { ...row!, isAdmin: access.isAdminWallet(u.walletAddress) } }
         }),
       submitJob: (_: unknown, args: { input: GqlSubmitInput }, ctx: GqlContext) =>
-        answering(async () => (await access.submitPolicy.submit(ctx.caller, [toSubmitInput(args.input)], { batch: false }))[0]!),
+        answering(async () => {
+          spendJobs(ctx, 1, 'input')
+          return (await access.submitPolicy.submit(ctx.caller, [toSubmitInput(args.input)], { batch: false }))[0]!
+        }),
       submitJobs: (_: unknown, args: { jobs: GqlSubmitInput[] }, ctx: GqlContext) =>
-        answering(() => access.submitPolicy.submit(ctx.caller, args.jobs.map(toSubmitInput), { batch: true })),
+        answering(() => {
+          spendJobs(ctx, args.jobs.length, 'jobs')
+          return access.submitPolicy.submit(ctx.caller, args.jobs.map(toSubmitInput), { batch: true })
+        }),
       cancelJob: (_: unknown, args: { id: string }, ctx: GqlContext) =>
         answering(async () => {
           const caller = signedIn(ctx)

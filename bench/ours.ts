@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs'
 import { runMigrations } from '../src/server/db/migrate'
 import { createDb } from '../src/server/db/client'
 import { createSubmitter } from '../src/server/serverApp'
@@ -54,7 +55,7 @@ export async function startOurs(url: string, extraEnv: Record<string, string> = 
     DEPLOY_MULTICALL3_ON_BOOT: 'false',
     ...extraEnv,
   }, (m) => m.type === 'ready')
-  const ready = await spawned.ready
+  await spawned.ready
   // Children connect after the manager reports; wait until each has its LISTEN connection open.
   const sql = connect(url)
   try {
@@ -70,9 +71,11 @@ export async function startOurs(url: string, extraEnv: Record<string, string> = 
     await sql.end()
   }
   await sleep(300)
-  // The child pids, as any operator sees them: GET /health.
-  const health = (await (await fetch(`${ready.url}/health`)).json()) as { workers: { pid: number | null }[] }
-  const pids = health.workers.map((w) => w.pid).filter((p): p is number => p !== null)
+  // The child pids, from the OS (/health no longer shows pids: it is public). The server's direct
+  // children are its workers; the benchmark runs no development services beside them.
+  const pid = spawned.proc.pid
+  const pids = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number)
+  if (pids.length !== WORKER_COUNT) throw new Error(`expected ${WORKER_COUNT} worker children of ${pid}, found ${pids.length}`)
   return { spawned, pids, stop: () => spawned.stop() }
 }
 

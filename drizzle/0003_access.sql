@@ -9,10 +9,10 @@ ALTER TABLE "worker_jobs" ADD COLUMN "cancelled_at" timestamp with time zone;-->
 ALTER TABLE "worker_servers" ADD COLUMN "workers" jsonb DEFAULT '[]'::jsonb NOT NULL;--> statement-breakpoint
 CREATE INDEX "auth_nonces_address_idx" ON "auth_nonces" USING btree ("address");--> statement-breakpoint
 CREATE INDEX "auth_nonces_expires_idx" ON "auth_nonces" USING btree ("expires_at");--> statement-breakpoint
-CREATE INDEX "worker_jobs_type_idx" ON "worker_jobs" USING btree ("type","id");--> statement-breakpoint
-CREATE INDEX "worker_jobs_user_idx" ON "worker_jobs" USING btree ("user_id","id");--> statement-breakpoint
+CREATE INDEX "worker_jobs_finished_type_idx" ON "worker_jobs" USING btree ("type","id") WHERE finished IS NOT NULL;--> statement-breakpoint
+CREATE INDEX "worker_jobs_finished_user_idx" ON "worker_jobs" USING btree ("user_id","id") WHERE finished IS NOT NULL;--> statement-breakpoint
+CREATE INDEX "worker_jobs_pending_user_idx" ON "worker_jobs" USING btree ("user_id","id") WHERE started IS NULL AND finished IS NULL AND user_id <> 0;--> statement-breakpoint
 CREATE INDEX "worker_jobs_tag_idx" ON "worker_jobs" USING btree ("tag","id") WHERE tag IS NOT NULL;--> statement-breakpoint
-CREATE INDEX "worker_jobs_pending_user_idx" ON "worker_jobs" USING btree ("user_id") WHERE started IS NULL AND finished IS NULL;--> statement-breakpoint
 -- Live notifications: every committed notification is announced on channel notification_added (its id
 -- and user), so a GraphQL subscriber on any server instance hears of rows written by any process.
 CREATE OR REPLACE FUNCTION notifications_notify_insert() RETURNS trigger

@@ -32,9 +32,9 @@ export function createJobActions(deps: { db: Database; registry: JobRegistry; su
         if (!job) throw new AccessError('NOT_FOUND', `no job ${id} of yours`, 'id')
         if (!userMaySubmit(job.type))
           throw new AccessError('FORBIDDEN', `job type ${JSON.stringify(job.type)} may only be submitted by an admin`, 'id')
-        await deps.submitPolicy.admitOne(owner)
+        return deps.submitPolicy.admitOne(owner, (tx) => rerunJob(deps.db, deps.registry, id, { ownerUserId: owner, tx }))
       }
-      return rerunJob(deps.db, deps.registry, id, { ownerUserId: owner })
+      return rerunJob(deps.db, deps.registry, id)
     },
   }
 }

@@ -1,10 +1,10 @@
 import { sql } from 'drizzle-orm'
 import type { Config } from '../config'
-import { type Database, type Executor, runQuery } from '../db/client'
+import { type Database, type Executor, runQuery, type Transaction } from '../db/client'
 import type { WorkerJob } from '../db/schema'
 import type { JobRegistry } from '../workers/jobs/types'
 import { cronProblem, nextCronRun } from '../workers/cron'
-import { PENDING } from '../workers/queue/states'
+import { PENDING, SIGNED_IN_USER } from '../workers/queue/states'
 import type { JobSubmitter, SubmitJobInput, SubmitOptions } from '../workers/queue/submit'
 import { type Caller, isAdmin } from './callers'
 import { AccessError, unauthenticated } from './errors'
@@ -84,16 +84,28 @@ export function createSubmitPolicy(deps: { db: Database; registry: JobRegistry; 
   async function underCap(tx: Executor, userId: number, n: number, field?: string): Promise<void> {
     const [{ count }] = (await runQuery(
       tx,
-      sql`SELECT count(*)::int AS count FROM (SELECT 1 FROM worker_jobs WHERE user_id = ${userId} AND ${PENDING} LIMIT ${cap}) AS p`,
+      sql`SELECT count(*)::int AS count FROM (SELECT 1 FROM worker_jobs WHERE user_id = ${userId} AND ${SIGNED_IN_USER} AND ${PENDING} LIMIT ${cap}) AS p`,
     )) as unknown as [{ count: number }]
     if (count + n > cap) throw new AccessError('LIMIT_EXCEEDED', `at most ${cap} pending jobs per user: ${count} pending, ${n} more submitted`, field)
   }
 
+  /** Serializes this user's submits and reruns (only theirs), so two concurrent ones cannot both pass the cap. */
+  async function lockUser(tx: Executor, userId: number): Promise<void> {
+    await runQuery(tx, sql`SELECT pg_advisory_xact_lock(hashtextextended(${`submit:user:${userId}`}, 0))`)
+  }
+
   return {
-    /** For a user's rerun (queue/cancel.ts inserts it): the same rate and cap as a submit of one job. */
-    async admitOne(userId: number): Promise<void> {
+    /**
+     * For a user's rerun (queue/cancel.ts inserts it): the same rate, and the same cap under the same lock
+     * as a submit of one job; `insert` runs in that transaction.
+     */
+    async admitOne<T>(userId: number, insert: (tx: Transaction) => Promise<T>): Promise<T> {
       rateLimited(userId, 1)
-      await underCap(deps.db, userId, 1)
+      return deps.db.transaction(async (tx) => {
+        await lockUser(tx, userId)
+        await underCap(tx, userId, 1)
+        return insert(tx)
+      })
     },
 
     async submit(caller: Caller, inputs: readonly SubmitJobInput[], opts: { batch: boolean }): Promise<WorkerJob[]> {
@@ -109,8 +121,7 @@ export function createSubmitPolicy(deps: { db: Database; registry: JobRegistry; 
       const userId = caller.userId
       rateLimited(userId, rows.length)
       return deps.db.transaction(async (tx) => {
-        // Serializes this user's submits (only theirs), so two concurrent requests cannot both pass the cap.
-        await runQuery(tx, sql`SELECT pg_advisory_xact_lock(hashtextextended(${`submit:user:${userId}`}, 0))`)
+        await lockUser(tx, userId)
         await underCap(tx, userId, rows.length, opts.batch ? 'jobs' : undefined)
         return insert({ tx })
       })

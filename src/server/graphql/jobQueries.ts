@@ -1,8 +1,8 @@
-import { and, asc, count, desc, eq, isNotNull, type SQL, sql } from 'drizzle-orm'
-import type { Database } from '../db/client'
+import { and, asc, count, desc, eq, inArray, isNotNull, type SQL, sql } from 'drizzle-orm'
+import { type Database, runQuery } from '../db/client'
 import { notifications, users, type WorkerJob, workerJobs, workerServers } from '../db/schema'
 import { SERVER_STALE_MS } from '../workers/queue/servers'
-import { type JobStatus, PENDING, STATUS_WHERE } from '../workers/queue/states'
+import { FINISHED, type JobStatus, PENDING, RUNNING, SIGNED_IN_USER, STATUS_WHERE } from '../workers/queue/states'
 
 /**
  * Read queries behind the GraphQL API, and the notification marks. Job writes go through
@@ -23,33 +23,51 @@ export interface JobListFilter {
   tag?: string
 }
 
+/** Which states a status filter reads: each state is read through its own (partial) indexes. */
+const STATES_OF: Record<JobStatus, ('pending' | 'running' | 'finished')[]> = {
+  PENDING: ['pending'],
+  RUNNING: ['running'],
+  SUCCEEDED: ['finished'],
+  FAILED: ['finished'],
+  CANCELLED: ['finished'],
+}
+const STATE_WHERE = { pending: PENDING, running: RUNNING, finished: FINISHED }
+
 /**
- * One page and the total. Each filter has an index that starts with it (type, user_id, tag, and the
- * status predicates' partial indexes), so a rare type is found without walking the table. Ordered by id,
- * which follows insertion order.
+ * One page and the total. The table is read one state at a time (pending, running, finished), each
+ * part through the partial index its filters need (db/schema.ts: pending rows by user, finished rows by
+ * type and by user, running rows through the running-lease index, tags in their own), so a rare type or
+ * a user's few jobs are found without walking the table. The parts are merged by id (insertion order):
+ * each gives at most offset + limit ids, the union keeps the page, and the rows are read by primary key.
  */
 export async function listJobs(
   db: Database,
   filter: JobListFilter,
   page: { limit: number; offset: number; newestFirst: boolean },
 ): Promise<{ items: WorkerJob[]; total: number }> {
-  const where: SQL[] = []
-  if (filter.type !== undefined) where.push(eq(workerJobs.type, filter.type))
-  if (filter.status !== undefined) where.push(STATUS_WHERE[filter.status])
-  if (filter.userId !== undefined) where.push(eq(workerJobs.userId, filter.userId))
-  if (filter.tag !== undefined) where.push(eq(workerJobs.tag, filter.tag))
-  const cond = and(...where)
-  const [items, [totals]] = await Promise.all([
-    db
-      .select()
-      .from(workerJobs)
-      .where(cond)
-      .orderBy(page.newestFirst ? desc(workerJobs.id) : asc(workerJobs.id))
-      .limit(page.limit)
-      .offset(page.offset),
-    db.select({ n: count() }).from(workerJobs).where(cond),
+  const common: SQL[] = []
+  if (filter.type !== undefined) common.push(eq(workerJobs.type, filter.type))
+  if (filter.userId !== undefined) common.push(eq(workerJobs.userId, filter.userId))
+  // Lets a user's pending part use the pending-by-user index (its predicate; see db/schema.ts).
+  if (filter.userId !== undefined && filter.userId !== 0) common.push(SIGNED_IN_USER)
+  if (filter.tag !== undefined) common.push(eq(workerJobs.tag, filter.tag))
+  if (filter.status !== undefined) common.push(STATUS_WHERE[filter.status])
+  const states = filter.status ? STATES_OF[filter.status] : (['pending', 'running', 'finished'] as const)
+  const dir = page.newestFirst ? sql`DESC` : sql`ASC`
+  const take = page.offset + page.limit
+  const where = (state: keyof typeof STATE_WHERE) => and(STATE_WHERE[state], ...common)
+  const parts = states.map((st) => sql`(SELECT id FROM worker_jobs WHERE ${where(st)} ORDER BY id ${dir} LIMIT ${take})`)
+  const counts = states.map((st) => sql`(SELECT count(*) FROM worker_jobs WHERE ${where(st)})`)
+  const [idRows, totalRows] = await Promise.all([
+    runQuery(db, sql`SELECT id FROM (${sql.join(parts, sql` UNION ALL `)}) AS p ORDER BY id ${dir} LIMIT ${page.limit} OFFSET ${page.offset}`),
+    runQuery(db, sql`SELECT (${sql.join(counts, sql` + `)})::int AS total`),
   ])
-  return { items, total: totals?.n ?? 0 }
+  const ids = idRows.map((r) => Number(r.id))
+  const rows = ids.length === 0 ? [] : await db.select().from(workerJobs).where(inArray(workerJobs.id, ids))
+  const byId = new Map(rows.map((r) => [r.id, r]))
+  // A row that changed state between the two reads is still shown once, as it is now.
+  const items = ids.flatMap((id) => byId.get(id) ?? [])
+  return { items, total: Number(totalRows[0]!.total) }
 }
 
 export function findUser(db: Database, id: number) {

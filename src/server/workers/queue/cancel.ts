@@ -1,5 +1,5 @@
 import { and, eq, type SQL, sql } from 'drizzle-orm'
-import type { Database } from '../../db/client'
+import type { Database, Transaction } from '../../db/client'
 import { type WorkerJob, workerJobs } from '../../db/schema'
 import type { JobRegistry } from '../jobs/types'
 import { CANCEL_CHANNEL } from './notify'
@@ -105,8 +105,13 @@ async function requestCancel(db: Database, which: SQL, by: string): Promise<Work
  * tag would cancel the pending successor of a schedule). `ownerUserId` set: only that user's row
  * (NOT_FOUND otherwise); a row not finished yet is NOT_FINISHED.
  */
-export async function rerunJob(db: Database, registry: JobRegistry, id: number, opts: { ownerUserId?: number } = {}): Promise<WorkerJob> {
-  const [old] = await db.select().from(workerJobs).where(ownedBy(id, opts.ownerUserId))
+export async function rerunJob(
+  db: Database,
+  registry: JobRegistry,
+  id: number,
+  opts: { ownerUserId?: number; tx?: Transaction } = {},
+): Promise<WorkerJob> {
+  const [old] = await (opts.tx ?? db).select().from(workerJobs).where(ownedBy(id, opts.ownerUserId))
   if (!old) throw notFound(id)
   if (!old.finished) throw new JobActionError('NOT_FINISHED', `job ${id} has not finished yet; only a finished job can be rerun`)
   return submitJob(
@@ -123,6 +128,6 @@ export async function rerunJob(db: Database, registry: JobRegistry, id: number, 
       persistent: old.persistent,
       maxAttempts: old.maxAttempts,
     },
-    { rescheduledFromJob: old.id },
+    { rescheduledFromJob: old.id, tx: opts.tx },
   )
 }

@@ -16,6 +16,9 @@ export type JobStatus = 'PENDING' | 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'CANCEL
 export const PENDING_TEXT = 'started IS NULL AND finished IS NULL'
 export const RUNNING_TEXT = 'started IS NOT NULL AND finished IS NULL'
 export const FINISHED_TEXT = 'finished IS NOT NULL'
+/** A row of a signed-in user, not of the system (user 0): the predicate of the pending-by-user index. */
+export const SIGNED_IN_USER_TEXT = 'user_id <> 0'
+export const SIGNED_IN_USER = sql.raw(SIGNED_IN_USER_TEXT)
 /** The same as SQL fragments: partial index definitions and ON CONFLICT targets need the text verbatim. */
 export const PENDING = sql.raw(PENDING_TEXT)
 export const RUNNING = sql.raw(RUNNING_TEXT)

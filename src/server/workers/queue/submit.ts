@@ -122,22 +122,24 @@ const fieldOf = (prefix: string, path: readonly PropertyKey[]) =>
   [prefix, ...path.map(String)].filter(Boolean).join('.').replace(/\.(\d+)(?=\.|$)/g, '[$1]')
 
 /**
- * The path of the first own "__proto__" key in submitted data (JSON.parse creates such keys; copying the
- * object, as a zod schema does, turns one into a prototype and the key vanishes), or null.
+ * The path (relative to the data: `.a.__proto__`) of the first own "__proto__" key in submitted data
+ * (JSON.parse creates such keys; copying the object, as a zod schema does, turns one into a prototype
+ * and the key vanishes), or null.
  */
-function findProtoKey(value: unknown, path: string, depth = 0): string | null {
+function findProtoKey(value: unknown, depth = 0): string | null {
   if (value === null || typeof value !== 'object' || depth > 64) return null
+  // The path is put together on the way back from a hit, so a clean walk builds no strings.
   if (Array.isArray(value)) {
     for (let i = 0; i < value.length; i++) {
-      const found = findProtoKey(value[i], `${path}[${i}]`, depth + 1)
-      if (found) return found
+      const found = findProtoKey(value[i], depth + 1)
+      if (found !== null) return `[${i}]${found}`
     }
     return null
   }
   for (const key of Object.keys(value)) {
-    if (key === '__proto__') return `${path}.__proto__`
-    const found = findProtoKey((value as Record<string, unknown>)[key], `${path}.${key}`, depth + 1)
-    if (found) return found
+    if (key === '__proto__') return '.__proto__'
+    const found = findProtoKey((value as Record<string, unknown>)[key], depth + 1)
+    if (found !== null) return `.${key}${found}`
   }
   return null
 }
@@ -152,8 +154,9 @@ export function validateJobInput(registry: JobRegistry, input: unknown, prefix =
   const v = parsed.data
   const def = registry[v.type]
   if (!def) throw new JobInputError(fieldOf(prefix, ['type']), `unknown job type ${JSON.stringify(v.type)}`)
-  const proto = findProtoKey(v.data, fieldOf(prefix, ['data']))
-  if (proto) throw new JobInputError(proto, 'a "__proto__" key is refused: a schema would drop it silently')
+  // The path is built only on a hit: fieldOf costs more than the walk of a small object (bulk submits).
+  const proto = findProtoKey(v.data)
+  if (proto !== null) throw new JobInputError(`${fieldOf(prefix, ['data'])}${proto}`, 'a "__proto__" key is refused: a schema would drop it silently')
   const data = def.dataSchema.safeParse(v.data)
   if (!data.success) {
     const issue = data.error.issues[0]!

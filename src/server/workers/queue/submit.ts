@@ -163,8 +163,9 @@ export function validateJobInput(registry: JobRegistry, input: unknown, prefix =
     throw new JobInputError(fieldOf(prefix, ['data', ...issue.path]), issue.message)
   }
   // What will be stored (the schema's output) must be something jsonb accepts, or the whole statement fails.
-  const bad = findUnstorable(data.data ?? {}, fieldOf(prefix, ['data']))
-  if (bad) throw new JobInputError(bad.path, bad.reason)
+  // Named relative to the input first (`data.x`): the prefix (`jobs[3].`) is only put in front on a hit.
+  const bad = findUnstorable(data.data ?? {}, 'data')
+  if (bad) throw new JobInputError(prefix ? `${fieldOf(prefix, [])}.${bad.path}` : bad.path, bad.reason)
   const cronSchedule = v.cronSchedule ?? null
   return {
     type: v.type,

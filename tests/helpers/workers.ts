@@ -1,14 +1,9 @@
+import type { WorkerHealth as SlotHealth } from '../../src/server/http/health'
 import type { ServerProcess } from './server'
 import { waitFor } from './wait'
 
 /** A worker slot as /health shows it, plus the process behind it. */
-export interface WorkerProcess {
-  index: number
-  alive: boolean
-  healthy: boolean
-  problem: string | null
-  restarts: number
-  runningJobs: number
+export interface WorkerProcess extends SlotHealth {
   /** The worker id (worker_jobs.locked_by) of the slot's current process. */
   id: string
   pid: number

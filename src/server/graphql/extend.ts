@@ -1,7 +1,5 @@
-import type { Caller } from '../auth/callers'
 import type { ServerApp } from '../serverApp'
 import type { GqlContext } from './access'
-import { apiError } from './errors'
 
 export type { GqlContext }
 
@@ -16,12 +14,11 @@ export interface GraphqlExtension {
   resolvers: (serverApp: ServerApp) => Record<string, any>
 }
 
-/** The signed-in wallet calling, or an UNAUTHENTICATED error: the check an application's resolver starts with. */
-export function requireUser(ctx: GqlContext): Extract<Caller, { kind: 'user' }> {
-  if (ctx.caller.kind === 'user') return ctx.caller
-  if (ctx.caller.kind === 'anonymous') throw apiError('UNAUTHENTICATED', ctx.caller.refused ?? 'sign in first: this needs a session (Authorization: Bearer <token>)')
-  throw apiError('FORBIDDEN', 'this needs a signed-in wallet: the API token has no user of its own')
-}
+/**
+ * The signed-in wallet calling, or UNAUTHENTICATED (FORBIDDEN for the API token): the check an
+ * application's resolver starts with, the same one the built-in resolvers use. Call it inside `answering`.
+ */
+export { user as requireUser } from './resolvers'
 
 /**
  * Runs a resolver so that the server's own refusals (a JobInputError naming the field, an access error)

@@ -85,8 +85,11 @@ function admin(ctx: GqlContext): SignedIn {
   return caller
 }
 
-/** A signed-in wallet (not the API token, which has no user of its own). */
-function user(ctx: GqlContext): Extract<Caller, { kind: 'user' }> {
+/**
+ * A signed-in wallet (not the API token, which has no user of its own). Also what an application's own
+ * resolvers start with (graphql/extend.ts exports it as requireUser); its refusals need `answering`.
+ */
+export function user(ctx: GqlContext): Extract<Caller, { kind: 'user' }> {
   const caller = signedIn(ctx)
   if (caller.kind !== 'user') throw forbidden('this needs a signed-in wallet: the API token has no user of its own')
   return caller

@@ -1,4 +1,5 @@
 import pino, { type Logger } from 'pino'
+import { isTransientDbError } from './workers/queue/transient'
 
 export type { Logger }
 
@@ -12,12 +13,26 @@ export function createLogger(opts: { level: string; pretty?: boolean; base?: Rec
   const options = {
     level: opts.level,
     base: opts.base ?? { pid: process.pid },
+    serializers: { err: serializeError },
     // pino's default `time` (epoch milliseconds): formatting an ISO string for every line cost more than
     // the rest of the line at worker rates. pino-pretty and jq (`todate`) render it.
   }
   if (opts.pretty) return pino({ ...options, transport: { target: 'pino-pretty', options: { colorize: true } } })
   if (opts.buffered) return pino(options, batchedStdout())
   return pino(options)
+}
+
+/**
+ * Errors as pino writes them, except a lost or refused database connection: that is an outage, not a
+ * bug, and while the database is away every health check, claim and renewal logs one. Those are written
+ * as type, code and message only (the driver's own error when a query builder wrapped it), no stack.
+ */
+function serializeError(err: unknown): unknown {
+  const cause = (err as { cause?: unknown } | null)?.cause
+  const outage = isTransientDbError(err) ? err : isTransientDbError(cause) ? cause : null
+  if (!outage) return pino.stdSerializers.err(err as Error)
+  const e = outage as { name?: string; code?: string; message?: string }
+  return { type: e.name ?? 'Error', code: e.code, message: e.message }
 }
 
 function batchedStdout() {

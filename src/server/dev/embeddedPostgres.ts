@@ -17,13 +17,26 @@ import { freePort, isAlive, pickPort, processInfo, running, stopChild, tail, wai
 export interface EmbeddedPostgres {
   url: string
   pid: number
+  port: number
   dataDir: string
-  stop(): Promise<void>
+  /**
+   * 'fast' (the default, SIGINT): open transactions are rolled back and the data is checkpointed.
+   * 'immediate' (SIGQUIT): the postmaster and its backends quit at once, as a crash would leave them, and
+   * the next start runs crash recovery (the fault suite uses both).
+   */
+  stop(mode?: 'fast' | 'immediate'): Promise<void>
 }
 
 const PREFERRED_PORT = 54329
 
-export async function startEmbeddedPostgres(opts: { dataDir: string; database: string; log: Logger; timeoutMs?: number }): Promise<EmbeddedPostgres> {
+/** `port`: listen there and nowhere else (a restart on the same address); otherwise the preferred port, or a free one. */
+export async function startEmbeddedPostgres(opts: {
+  dataDir: string
+  database: string
+  log: Logger
+  timeoutMs?: number
+  port?: number
+}): Promise<EmbeddedPostgres> {
   const dataDir = resolve(opts.dataDir)
   const { log } = opts
   mkdirSync(dirname(dataDir), { recursive: true })
@@ -33,9 +46,9 @@ export async function startEmbeddedPostgres(opts: { dataDir: string; database: s
   const binary = (await binaries()).postgres
   const ids = runAs()
   let lastError = ''
-  for (let attempt = 1; attempt <= 3; attempt++) {
+  for (let attempt = 1; attempt <= (opts.port ? 1 : 3); attempt++) {
     // The port can be taken between the check and the bind; then try another one.
-    const port = attempt === 1 ? await pickPort(PREFERRED_PORT) : await freePort()
+    const port = opts.port ?? (attempt === 1 ? await pickPort(PREFERRED_PORT) : await freePort())
     // Loopback only, and no Unix socket (nothing to collide with the system Postgres's socket).
     const args = ['-D', dataDir, '-p', String(port), '-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=']
     const proc = Bun.spawn([binary, ...args], { ...ids, stdin: 'ignore', stdout: 'ignore', stderr: 'pipe', detached: true })
@@ -43,10 +56,9 @@ export async function startEmbeddedPostgres(opts: { dataDir: string; database: s
     writeFileSync(ownerFile(dataDir), String(process.pid))
     const stderr = tail(proc.stderr, 4000, (line) => log.debug({ service: 'postgres' }, line))
     const base = `postgres://postgres@127.0.0.1:${port}`
-    const stop = async () => {
+    const stop = async (mode: 'fast' | 'immediate' = 'fast') => {
       guard.disarm()
-      // SIGINT is Postgres's fast shutdown: open transactions are rolled back, the data is checkpointed.
-      await stopChild(proc, 'SIGINT', 15_000)
+      await stopChild(proc, mode === 'fast' ? 'SIGINT' : 'SIGQUIT', 15_000)
       rmSync(ownerFile(dataDir), { force: true })
     }
     if (await untilAccepting(`${base}/postgres`, proc, opts.timeoutMs ?? 30_000)) {
@@ -54,7 +66,7 @@ export async function startEmbeddedPostgres(opts: { dataDir: string; database: s
         await stop()
         throw err
       })
-      return { url: `${base}/${opts.database}`, pid: proc.pid, dataDir, stop }
+      return { url: `${base}/${opts.database}`, pid: proc.pid, port, dataDir, stop }
     }
     // It exited (a port taken since the check: retry elsewhere) or never answered (give up).
     const exited = !running(proc)

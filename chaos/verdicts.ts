@@ -109,10 +109,10 @@ export function noOverlaps(runs: readonly RunRow[], killedAt: ReadonlyMap<number
   }
 }
 
-/** The faults that could have interrupted a run of `server` that ended (or was cut) at `at`. */
-function faultsAround(events: readonly FaultEvent[], server: string, from: number, to: number, slack: Slack): FaultEvent[] {
+/** The faults that take a live worker's leases or outcomes away: the database gone, or its server cut off. */
+function leaseFaultsAround(events: readonly FaultEvent[], server: string, from: number, to: number, slack: Slack): FaultEvent[] {
   return events.filter((e) => {
-    const hitsIt = DATABASE_FAULTS.has(e.kind) || e.server === server || e.kind === 'child-kill'
+    const hitsIt = DATABASE_FAULTS.has(e.kind) || (e.kind === 'partition' && e.server === server)
     return hitsIt && e.at <= to && e.end + slackMs(slack) >= from
   })
 }
@@ -141,16 +141,17 @@ export function rerunCause(
     const e = events.find((x) => x.pids?.includes(prev.pid))
     return e?.kind ?? 'child-kill'
   }
-  const around = faultsAround(events, prev.server, prev.startedAt, next.startedAt, slack)
+  // Only a fault that takes leases away: a kill elsewhere does not make this worker give a job up.
+  const around = leaseFaultsAround(events, prev.server, prev.startedAt, next.startedAt, slack)
   if (prev.outcome?.startsWith('aborted')) {
-    const f = around.find((e) => e.kind === 'partition' || DATABASE_FAULTS.has(e.kind)) ?? around[0]
+    const f = around[0]
     return f ? `${f.kind} (aborted: ${prev.outcome.includes('lease') ? 'lease lost' : 'signal'})` : null
   }
   // It ran to its end; the outcome was lost: its process died after, or the database went away.
   if (killed !== undefined && killed >= prev.endedAt - 1 && killed <= next.startedAt) {
     return `${events.find((x) => x.pids?.includes(prev.pid))?.kind ?? 'child-kill'} (outcome not yet written)`
   }
-  const f = around.find((e) => DATABASE_FAULTS.has(e.kind) || e.kind === 'partition')
+  const f = around[0]
   return f ? `${f.kind} (outcome not written)` : null
 }
 

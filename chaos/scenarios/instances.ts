@@ -6,19 +6,31 @@ import type { ScenarioResult } from './kills'
 
 const CRON = '* * * * * *'
 
+async function runningTickServer(ctx: ScenarioContext, timeoutMs: number): Promise<string | null> {
+  const deadline = Date.now() + timeoutMs
+  while (Date.now() < deadline) {
+    const [open] = await ctx.sql`SELECT server FROM chaos_runs WHERE ended_at IS NULL ORDER BY run_id DESC LIMIT 1`
+    if (open) return open.server as string
+    await Bun.sleep(20)
+  }
+  return null
+}
+
 /**
  * Scenario 3: three servers (2 children each) on one database run a per-second cron of the recorder type;
- * halfway through, one server is SIGKILLed whole and started again.
+ * halfway through, the server running the tick at that moment is SIGKILLed whole and started again.
  */
 export async function manyInstances(cfg: ChaosConfig, ctx: ScenarioContext): Promise<ScenarioResult> {
   const t0 = Date.now()
   const servers = [await ctx.startServer('S1'), await ctx.startServer('S2'), await ctx.startServer('S3')]
-  const cron = await ctx.submitter.submitJob({ type: 'chaosRecord', cronSchedule: CRON, data: { batch: 'cron-instances' } })
+  // Each tick holds for 400 ms, so there is a moment when one server is running it.
+  const cron = await ctx.submitter.submitJob({ type: 'chaosRecord', cronSchedule: CRON, data: { ms: 400, batch: 'cron-instances' } })
   const from = Date.now() + 1000
   await Bun.sleep(cfg.instancesMs / 2)
-  // The server holding the cron row right now, if any: the kill that hurts most.
-  const [held] = await ctx.sql`SELECT server FROM chaos_runs WHERE ended_at IS NULL ORDER BY run_id DESC LIMIT 1`
-  const victim = servers.find((s) => s.name === held?.server) ?? servers[1]!
+  // The kill that hurts most: the server running the tick right now. Its lease has to run out before
+  // another server may run the row again, and the gap that leaves is what the cron verdict must explain.
+  const holder = await runningTickServer(ctx, 10_000)
+  const victim = servers.find((s) => s.name === holder) ?? servers[1]!
   say(`  instances: SIGKILL ${victim.name} whole, then start it again`)
   ctx.killServer(victim)
   await victim.exited()

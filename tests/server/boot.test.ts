@@ -6,6 +6,7 @@ import postgres from 'postgres'
 import { runMigrations } from '../../src/server/db/migrate'
 import { createEmptyDatabase, createTestDatabase, type TestDatabase } from '../helpers/db'
 import { startServerProcess } from '../helpers/server'
+import { waitFor } from '../helpers/wait'
 
 const ROOT = new URL('../..', import.meta.url).pathname
 const dbs: TestDatabase[] = []
@@ -80,6 +81,13 @@ describe('server process', () => {
         expect(body.db.ok).toBe(false)
       }
       expect(server.proc.exitCode).toBeNull()
+      // An outage is not a bug: its connection errors are logged with their code, without a stack.
+      const failed = () => server.logs.filter((l) => l.msg === 'health: database check failed')
+      await waitFor(() => failed().length >= 2, { timeoutMs: 5000, what: 'two failed health checks in the log' })
+      for (const l of failed()) {
+        expect(l.err.code).toBe('ECONNREFUSED')
+        expect(l.err.stack).toBeUndefined()
+      }
     } finally {
       expect(await server.stop()).toBe(0)
     }

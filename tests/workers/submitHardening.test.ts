@@ -66,6 +66,16 @@ describe('pure helpers', () => {
     // A shared (not circular) reference is fine.
     const shared = { x: 1 }
     expect(findUnstorable({ a: shared, b: [shared, shared] })).toBeNull()
+    // What the allocation-free first pass leaves to the full walk is still judged as toJson writes it.
+    expect(findUnstorable({ s: new String('a\u0000') }, 'data')?.path).toBe('data.s')
+    expect(findUnstorable({ p: new (class { name = 'a\u0000' })() }, 'data')?.path).toBe('data.p.name')
+    expect(findUnstorable(Object.assign(['fine'], { toJSON: () => ['\ud800'] }), 'data')?.path).toBe('data[0]')
+    let deep: unknown = 'ok'
+    for (let i = 0; i < 40; i++) deep = { d: deep }
+    expect(findUnstorable(deep, 'data')).toBeNull()
+    let deepBad: unknown = 'a\u0000'
+    for (let i = 0; i < 40; i++) deepBad = [deepBad]
+    expect(findUnstorable(deepBad, 'data')?.path).toBe(`data${'[0]'.repeat(40)}`)
   })
 
   test('sanitizeForJsonb makes any value storable, as JSON.stringify would see it', async () => {

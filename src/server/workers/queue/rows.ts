@@ -38,12 +38,36 @@ function jsonView(value: object, key: string): unknown {
 }
 
 /**
+ * Whether toJson(value) is certainly storable, decided without allocating (a bulk submit checks every
+ * job's data, and the walk below cost more than validating the rest of a small job): plain objects and
+ * arrays, at most 32 deep, whose strings and keys are all storable. false only means "not certain": a bad
+ * string or key, a toJSON, a boxed primitive or class instance, or deep nesting that may be a cycle;
+ * findUnstorable then walks the value properly to name the culprit.
+ */
+function isPlainStorable(value: unknown, depth: number): boolean {
+  if (typeof value === 'string') return isStorableText(value)
+  if (value === null || typeof value !== 'object') return true
+  if (depth > 32 || typeof (value as { toJSON?: unknown }).toJSON === 'function') return false
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) if (!isPlainStorable(value[i], depth + 1)) return false
+    return true
+  }
+  const proto = Object.getPrototypeOf(value)
+  if (proto !== Object.prototype && proto !== null) return false
+  for (const k of Object.keys(value)) {
+    if (!isStorableText(k) || !isPlainStorable((value as Record<string, unknown>)[k], depth + 1)) return false
+  }
+  return true
+}
+
+/**
  * The first place in `value`, as toJson would write it, that a jsonb column refuses: a string or a key
  * with NUL or a lone surrogate, or a cycle (JSON.stringify throws on one). `path` names the value
  * (`data`, `jobs[3].data`); the result names the culprit (`jobs[3].data.items[2].name`) and says why.
  * null when toJson(value) is storable as it is. Pure.
  */
 export function findUnstorable(value: unknown, path = ''): { path: string; reason: string } | null {
+  if (isPlainStorable(value, 0)) return null
   const ancestors = new Set<object>()
   const walk = (value: unknown, path: string, key: string): { path: string; reason: string } | null => {
     if (typeof value === 'string') return isStorableText(value) ? null : { path, reason: unstorableReason(value) }

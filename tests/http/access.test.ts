@@ -108,6 +108,22 @@ describe('submitting', () => {
     expect(minutely.status).toBe('PENDING')
   })
 
+  test('only admins may submit ahead of the default priority; the priority shows on the job', async () => {
+    const dave = await signIn(server.url, newWallet())
+    const later = { type: 'noop', due: '2999-01-01T00:00:00Z' }
+    const ahead = await gql(server.url, SUBMIT, { input: { ...later, priority: -1 } }, as(dave))
+    expect([code(ahead), field(ahead)]).toEqual(['FORBIDDEN', 'priority'])
+    const outOfRange = await gql(server.url, SUBMIT, { input: { ...later, priority: 40_000 } }, as(admin))
+    expect([code(outOfRange), field(outOfRange)]).toEqual(['BAD_USER_INPUT', 'priority'])
+    const own = await submitAs(dave, { ...later, priority: 7 })
+    const byAdmin = await submitAs(admin, { ...later, priority: -5 })
+    const read = async (id: string, who: { token: string }) => (await gql(server.url, 'query ($id: ID!) { job(id: $id) { priority } }', { id }, as(who))).data.job.priority
+    expect(await read(own.id, dave)).toBe(7)
+    expect(await read(byAdmin.id, admin)).toBe(-5)
+    // Nothing was written for the refusals.
+    expect((await sql`SELECT priority FROM worker_jobs WHERE user_id = ${dave.userId}`).map((r) => r.priority)).toEqual([7])
+  })
+
   test('batch size, rate and pending caps apply to users, with clear errors', async () => {
     const carol = await signIn(server.url, newWallet())
     const six = Array.from({ length: 6 }, () => ({ type: 'noop', due: '2999-01-01T00:00:00Z' }))

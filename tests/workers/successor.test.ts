@@ -10,6 +10,7 @@ const job = (over: Partial<WorkerJob> = {}): WorkerJob => ({
   type: 'noop',
   userId: 7,
   data: { a: 1 },
+  priority: 0,
   due: NOW,
   started: NOW,
   finished: null,

@@ -61,6 +61,9 @@ export function createSubmitPolicy(deps: { db: Database; registry: JobRegistry; 
       if (shortestCronGap(input.cronSchedule) < USER_CRON_MIN_INTERVAL_SECONDS)
         throw new AccessError('FORBIDDEN', `a user's cron job may run at most once every ${USER_CRON_MIN_INTERVAL_SECONDS} s`, field('cronSchedule'))
     }
+    // Negative priorities jump ahead of the built-in jobs' class (BUILT_IN_PRIORITY): the server's and admins' own.
+    if (!caller.isAdmin && typeof input.priority === 'number' && input.priority < 0)
+      throw new AccessError('FORBIDDEN', 'a priority below 0 is for admins only (0 is the default; higher runs later)', field('priority'))
     if (!caller.isAdmin && input.data !== undefined && (JSON.stringify(input.data)?.length ?? 0) > USER_DATA_MAX_CHARS)
       throw new AccessError('BAD_USER_INPUT', `job data is limited to ${USER_DATA_MAX_CHARS} characters of JSON`, field('data'))
     if (caller.kind === 'apiToken') return input

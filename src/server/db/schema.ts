@@ -9,6 +9,7 @@ import {
   jsonb,
   pgTable,
   primaryKey,
+  smallint,
   text,
   timestamp,
   uniqueIndex,
@@ -30,6 +31,9 @@ export const workerJobs = pgTable(
     userId: integer('user_id').notNull().default(0),
     data: jsonb('data').notNull().default({}),
     due: tstz('due').notNull().defaultNow(),
+    // Lower runs first (as graphile-worker and Oban); 0 for a row inserted without it. The built-in
+    // jobs run at BUILT_IN_PRIORITY (negative), so no user backlog delays them beyond one claim.
+    priority: smallint('priority').notNull().default(0),
     started: tstz('started'),
     finished: tstz('finished'),
     removeAt: tstz('remove_at'),
@@ -57,9 +61,9 @@ export const workerJobs = pgTable(
     updatedAt: tstz('updated_at').notNull().defaultNow(),
   },
   (t) => [
-    // The claim scans this index in (due, id) order and stops at the first row not yet due, so its cost
-    // does not grow with the number of finished rows kept for inspection.
-    index('worker_jobs_claim_idx').on(t.due, t.id).where(sql.raw(PENDING_TEXT)),
+    // The claim scans this index in (priority, due, id) order, exactly its ORDER BY, and stops after the
+    // rows it takes, so its cost does not grow with the number of finished rows kept for inspection.
+    index('worker_jobs_claim_idx').on(t.priority, t.due, t.id).where(sql.raw(PENDING_TEXT)),
     // At most one pending job per tag and user: a user's tags are that user's own (built-in schedules use
     // user 0 and the reserved `system:` prefix, which submitJob refuses).
     uniqueIndex('worker_jobs_pending_tag_uidx')

@@ -27,6 +27,8 @@ export const typeDefs = /* GraphQL */ `
     userId: Int!
     data: JSON!
     due: DateTime!
+    "Lower runs first; 0 by default, negative for the built-in jobs."
+    priority: Int!
     started: DateTime
     finished: DateTime
     removeAt: DateTime
@@ -73,6 +75,8 @@ export const typeDefs = /* GraphQL */ `
     "At most one pending job per tag and user: a new one cancels the pending one."
     tag: String
     maxAttempts: Int
+    "Lower runs first (-32768 to 32767, default 0). Below 0 for admins only: the built-in jobs run at -10."
+    priority: Int
   }
 
   input JobFilter {

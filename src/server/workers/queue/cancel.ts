@@ -100,7 +100,7 @@ async function requestCancel(db: Database, which: SQL, by: string): Promise<Work
 /**
  * Runs a finished job again as a new one-off row, through the submit path: the data is validated against
  * the type's current schema and an unknown type is refused (JobInputError), exactly as for a submit. It
- * copies type, user, data, remove_delay, persistent, max_attempts and the retry options, is due now with
+ * copies type, user, data, priority, remove_delay, persistent, max_attempts and the retry options, is due now with
  * attempt 1 and rescheduled_from_job = the old id. No cron_schedule and no tag: a rerun is a one-off (a
  * tag would cancel the pending successor of a schedule). `ownerUserId` set: only that user's row
  * (NOT_FOUND otherwise); a row not finished yet is NOT_FINISHED.
@@ -127,6 +127,7 @@ export async function rerunJob(
       removeDelay: old.removeDelay,
       persistent: old.persistent,
       maxAttempts: old.maxAttempts,
+      priority: old.priority,
     },
     { rescheduledFromJob: old.id, tx: opts.tx },
   )

@@ -1,4 +1,4 @@
-import { sql } from 'drizzle-orm'
+import { type SQL, sql } from 'drizzle-orm'
 import { type Executor, runQuery } from '../../db/client'
 import type { WorkerJob } from '../../db/schema'
 import { notifyDue } from './notify'
@@ -6,11 +6,31 @@ import { bigintArray, textArray } from './params'
 import { heldBy, PENDING } from './states'
 
 /**
+ * The distinct priorities of the pending rows, lowest first, as a recursive CTE named `priorities` (a
+ * loose index scan of worker_jobs_claim_idx: each step is one descent to the next larger priority). The
+ * last row is a NULL that ends the recursion; readers skip it.
+ */
+const PRIORITIES = sql`priorities AS (
+      (SELECT priority FROM worker_jobs WHERE ${PENDING} ORDER BY priority LIMIT 1)
+      UNION ALL
+      SELECT (SELECT w.priority FROM worker_jobs AS w WHERE ${PENDING} AND w.priority > p.priority ORDER BY w.priority LIMIT 1)
+      FROM priorities AS p WHERE p.priority IS NOT NULL
+    )`
+
+/**
  * Claims up to `limit` due jobs of the given types for `workerId` in one autocommit statement.
  *
- * - The MATERIALIZED CTE walks worker_jobs_claim_idx (due, id WHERE pending) in order and stops after
- *   `limit` rows; its cost depends on the backlog of due jobs, not on how many finished rows the table
- *   keeps. MATERIALIZED is a fence: the CTE runs exactly once and the UPDATE joins its result. With
+ * - Order: lower priority first (the built-in jobs run at a negative one), then the oldest due, then
+ *   the lowest id. worker_jobs_claim_idx is (priority, due, id) WHERE pending. A plain ORDER BY priority,
+ *   due, id LIMIT n over it cannot stop at the first row not yet due (due is its second column), so with
+ *   fewer than n jobs due it walked every future-dated row: 47 ms a claim with a million of them. So the
+ *   claim is a loose index scan: PRIORITIES lists the distinct priorities of the pending rows (one index
+ *   descent each, lazily, lowest first), and for each one the LATERAL range scan (priority = p AND due <=
+ *   now()) stops at its first future row. The outer LIMIT stops pulling once it has n rows, so later
+ *   priorities are not even looked at and no more than n rows are locked: 0.4 ms on the same table.
+ * - Cost: it depends on the backlog of due jobs and on the number of priorities in use, not on how many
+ *   finished or future-dated rows the table keeps.
+ * - MATERIALIZED is a fence: the CTE runs exactly once and the UPDATE joins its result. With
  *   `WHERE id IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)` the planner may turn the IN into a nested-loop
  *   semi-join that rescans the locking subquery, and each rescan skips the rows the previous one locked:
  *   LIMIT 1 once claimed 6 rows. A worker must never get more jobs than it has free slots.
@@ -18,26 +38,38 @@ import { heldBy, PENDING } from './states'
  *   and each row is re-checked under its lock, so two workers can never claim the same job.
  * - `type = ANY(types)`: a server claims only the types it registers, so during a rolling deploy an old
  *   server never claims (and fails) a type that only the new one knows; such rows stay pending.
- * - ORDER BY due, id: oldest first, and ties in submission order.
  * - One statement, no open transaction: the lock lasts only for the UPDATE, and the handler later runs
  *   with nothing held; ownership from then on is `locked_by` plus the lease.
  * - The claimed rows come back as one JSON array (one column, one JSON.parse) holding only what a worker
  *   needs, timestamps as epoch milliseconds: decoding 16 text columns per row in the driver was the
  *   largest CPU cost of a worker.
  */
-export async function claimJobs(
-  db: Executor,
-  opts: { workerId: string; limit: number; leaseMs: number; types: readonly string[] },
-): Promise<WorkerJob[]> {
-  const rows = await runQuery(
-    db,
-    sql`
-    WITH picked AS MATERIALIZED (
-      SELECT id FROM worker_jobs
-      WHERE ${PENDING} AND due <= now() AND type = ANY(${textArray(opts.types)})
-      ORDER BY due, id
+export async function claimJobs(db: Executor, opts: ClaimOptions): Promise<WorkerJob[]> {
+  const rows = await runQuery(db, claimStatement(opts))
+  return decodeClaimed(rows, opts)
+}
+
+export interface ClaimOptions {
+  workerId: string
+  limit: number
+  leaseMs: number
+  types: readonly string[]
+}
+
+/** The claim statement itself (exported for the tests that read its plan). */
+export function claimStatement(opts: ClaimOptions): SQL {
+  return sql`
+    WITH RECURSIVE ${PRIORITIES}, picked AS MATERIALIZED (
+      SELECT x.id FROM priorities AS p
+      CROSS JOIN LATERAL (
+        SELECT id FROM worker_jobs
+        WHERE ${PENDING} AND priority = p.priority AND due <= now() AND type = ANY(${textArray(opts.types)})
+        ORDER BY due, id
+        LIMIT ${opts.limit}
+        FOR UPDATE SKIP LOCKED
+      ) AS x
+      WHERE p.priority IS NOT NULL
       LIMIT ${opts.limit}
-      FOR UPDATE SKIP LOCKED
     ), claimed AS (
       UPDATE worker_jobs AS j
       SET started = now(), locked_by = ${opts.workerId},
@@ -46,16 +78,18 @@ export async function claimJobs(
       WHERE j.id = picked.id
       RETURNING j.id, j.type, j.user_id, j.data, j.cron_schedule, j.auto_reschedule_on_failure,
         j.auto_reschedule_on_failure_delay, j.remove_delay, j.persistent, j.tag, j.attempt, j.max_attempts,
-        j.rescheduled_from_job, j.due, j.started, j.created_at, j.last_error
+        j.rescheduled_from_job, j.due, j.started, j.created_at, j.last_error, j.priority
     )
     SELECT coalesce(json_agg(json_build_array(id, type, user_id, data, cron_schedule, auto_reschedule_on_failure,
         auto_reschedule_on_failure_delay, remove_delay, persistent, tag, attempt, max_attempts, rescheduled_from_job,
-        extract(epoch FROM due) * 1000, extract(epoch FROM started) * 1000, extract(epoch FROM created_at) * 1000, last_error)
-      ORDER BY due, id), '[]')::text AS jobs
-    FROM claimed`,
-  )
-  type Tuple = [number, string, number, unknown, string | null, boolean, number, number, boolean, string | null, number, number, number | null, number, number, number, string | null]
-  // RETURNING does not keep the subquery's order, so json_agg sorts: oldest first, ties by id.
+        extract(epoch FROM due) * 1000, extract(epoch FROM started) * 1000, extract(epoch FROM created_at) * 1000, last_error, priority)
+      ORDER BY priority, due, id), '[]')::text AS jobs
+    FROM claimed`
+}
+
+function decodeClaimed(rows: Record<string, unknown>[], opts: ClaimOptions): WorkerJob[] {
+  type Tuple = [number, string, number, unknown, string | null, boolean, number, number, boolean, string | null, number, number, number | null, number, number, number, string | null, number]
+  // RETURNING does not keep the subquery's order, so json_agg sorts as the claim did.
   return (JSON.parse(String(rows[0]!.jobs)) as Tuple[]).map((t) => {
     const started = new Date(t[14])
     return {
@@ -73,6 +107,7 @@ export async function claimJobs(
       maxAttempts: t[11],
       rescheduledFromJob: t[12],
       due: new Date(t[13]),
+      priority: t[17],
       started,
       finished: null,
       removeAt: null,
@@ -96,14 +131,23 @@ export async function claimJobs(
  *   and leave it to us). The caller looks again shortly instead of trusting that row's due time.
  * - `nextDue`: the earliest due time still in the future, for the due timer. Only the future counts: a row
  *   already due must not hide the jobs after it, which would then wait for the poll.
- * Both probes stop at their first index entry.
+ *
+ * The claim index is ordered by priority first, so "the earliest due time" is not its first entry. Both
+ * probes walk it as a loose index scan instead: the recursive part finds each distinct priority of the
+ * pending rows by one index descent, and for each one the first entry due (or not yet due) is one more
+ * descent. The cost grows with the number of priorities in use (a handful), not with the backlog.
  */
 export async function nextLook(db: Executor, types: readonly string[]): Promise<{ lockedDue: boolean; nextDue: Date | null }> {
   const ours = sql`${PENDING} AND type = ANY(${textArray(types)})`
   const rows = await runQuery(
     db,
-    sql`SELECT EXISTS (SELECT 1 FROM worker_jobs WHERE ${ours} AND due <= now()) AS locked_due,
-        (SELECT extract(epoch FROM due)::float8 * 1000 FROM worker_jobs WHERE ${ours} AND due > now() ORDER BY due, id LIMIT 1) AS due_ms`,
+    sql`
+    WITH RECURSIVE ${PRIORITIES}
+    SELECT
+      bool_or(EXISTS (SELECT 1 FROM worker_jobs WHERE ${ours} AND priority = p.priority AND due <= now())) AS locked_due,
+      min((SELECT extract(epoch FROM due)::float8 * 1000 FROM worker_jobs
+           WHERE ${ours} AND priority = p.priority AND due > now() ORDER BY due, id LIMIT 1)) AS due_ms
+    FROM priorities AS p WHERE p.priority IS NOT NULL`,
   )
   const due = rows[0]?.due_ms
   return { lockedDue: rows[0]?.locked_due === true, nextDue: typeof due === 'number' ? new Date(due) : null }

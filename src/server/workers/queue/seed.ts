@@ -4,7 +4,7 @@ import { workerJobs } from '../../db/schema'
 import { nextCronRun } from '../cron'
 import { insertJobs, lockTags } from './insert'
 import { PENDING } from './states'
-import { DEFAULT_MAX_ATTEMPTS, DEFAULT_REMOVE_DELAY_SECONDS, systemTag } from './submit'
+import { BUILT_IN_PRIORITY, DEFAULT_MAX_ATTEMPTS, DEFAULT_REMOVE_DELAY_SECONDS, systemTag } from './submit'
 import type { NewJobRow } from './successor'
 
 /** A built-in schedule: the manager seeds one per configured cron at boot. */
@@ -32,6 +32,7 @@ export async function seedCronJob(db: Database, job: BuiltInCron, now = new Date
     userId: 0,
     data: job.data ?? {},
     due: nextCronRun(job.cronSchedule, now),
+    priority: BUILT_IN_PRIORITY,
     cronSchedule: job.cronSchedule,
     autoRescheduleOnFailure: false,
     autoRescheduleOnFailureDelay: 0,

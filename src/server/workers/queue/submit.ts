@@ -13,6 +13,11 @@ import type { NewJobRow } from './successor'
 export const DEFAULT_REMOVE_DELAY_SECONDS = 7 * 24 * 3600
 /** Every job is bounded (as River's default): retries and interruptions stop here unless the submitter says otherwise. */
 export const DEFAULT_MAX_ATTEMPTS = 25
+/**
+ * The built-in jobs' priority (seeded schedules, their successors, submitBuiltInJob): ahead of every job
+ * submitted at the default 0, so a user backlog delays a built-in job by one claim at most.
+ */
+export const BUILT_IN_PRIORITY = -10
 /** Tags of the built-in schedules (`system:watchChain`, …); submitJob refuses them, so no caller can take one over. */
 export const SYSTEM_TAG_PREFIX = 'system:'
 export const systemTag = (type: string) => `${SYSTEM_TAG_PREFIX}${type}`
@@ -103,6 +108,8 @@ export const submitJobInput = z
       .refine((t) => !t.startsWith(SYSTEM_TAG_PREFIX), { message: `is reserved: tags starting with "${SYSTEM_TAG_PREFIX}" belong to the built-in jobs` })
       .nullish(),
     maxAttempts: int4(1).nullish(),
+    /** Lower runs first; 0 by default. Negative priorities are for the server's own jobs and admins (submitPolicy.ts). */
+    priority: z.number().int().min(-32_768).max(32_767).default(0),
   })
   .strict()
 
@@ -173,6 +180,7 @@ export function validateJobInput(registry: JobRegistry, input: unknown, prefix =
     data: data.data ?? {},
     // A cron job submitted without a due time first runs at its next cron time.
     due: v.due ?? (cronSchedule ? nextCronRun(cronSchedule, now) : now),
+    priority: v.priority,
     cronSchedule,
     autoRescheduleOnFailure: v.autoRescheduleOnFailure,
     autoRescheduleOnFailureDelay: v.autoRescheduleOnFailureDelay,
@@ -292,7 +300,7 @@ export async function submitBuiltInJob(
   registry: JobRegistry,
   input: Omit<SubmitJobInput, 'tag' | 'userId'>,
 ): Promise<WorkerJob> {
-  const row = { ...validateJobInput(registry, input), userId: 0, tag: systemTag(input.type) }
+  const row = { ...validateJobInput(registry, input), userId: 0, tag: systemTag(input.type), priority: BUILT_IN_PRIORITY }
   return (await insertRows(db, [row], {}))[0]!
 }
 

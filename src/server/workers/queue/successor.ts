@@ -14,6 +14,7 @@ export type FinishedJob = Pick<
   | 'type'
   | 'userId'
   | 'data'
+  | 'priority'
   | 'cronSchedule'
   | 'autoRescheduleOnFailure'
   | 'autoRescheduleOnFailureDelay'
@@ -39,6 +40,7 @@ export function successorOf(job: FinishedJob, success: boolean, now: Date, rando
     type: job.type,
     userId: job.userId,
     data: job.data,
+    priority: job.priority,
     cronSchedule: job.cronSchedule,
     autoRescheduleOnFailure: job.autoRescheduleOnFailure,
     autoRescheduleOnFailureDelay: job.autoRescheduleOnFailureDelay,

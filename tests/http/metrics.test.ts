@@ -58,6 +58,10 @@ describe('/metrics with one worker', () => {
     expect(samples.get('worker_processes_alive')).toBe(1)
     expect(samples.get('worker_processes_configured')).toBe(1)
     expect(samples.get('worker_process_restarts_total')).toBe(0)
+    // The test types' concurrency limits (tests/fixtures/testJobs.ts), and nothing for unlimited types.
+    expect(samples.get(k('worker_job_concurrency_limit', { scope: 'type', type: 'serial' }))).toBe(1)
+    expect(samples.get(k('worker_job_concurrency_limit', { scope: 'key', type: 'perKey' }))).toBe(1)
+    expect(samples.get(k('worker_job_concurrency_limit', { scope: 'type', type: 'noop' }))).toBeUndefined()
   })
 
   test('counts jobs by state and by type after some ran', async () => {

@@ -21,6 +21,8 @@ beforeAll(async () => {
   await sql`INSERT INTO worker_jobs (type, user_id, due) SELECT 'common', 0, now() + interval '1 day' FROM generate_series(1, 5000)`
   await sql`INSERT INTO worker_jobs (type, user_id, started, finished, success) VALUES ('rare', 7, now(), now(), false), ('rare', 0, now(), now(), true)`
   await sql`INSERT INTO worker_jobs (type, user_id, due, tag) VALUES ('rare', 7, now() + interval '1 day', 'mine'), ('common', 7, now() + interval '1 day', null)`
+  // A pending row of a limited type sits in the limited index, not the claim index.
+  await sql`INSERT INTO worker_jobs (type, user_id, concurrency_key) VALUES ('limitedRare', 7, 'k')`
   await sql`ANALYZE worker_jobs`
 })
 
@@ -42,9 +44,10 @@ const page = { limit: 50, offset: 0, newestFirst: true }
 
 test.each([
   ['a rare type', { type: 'rare' }, 3, 3],
+  ['a limited type, pending', { type: 'limitedRare', status: 'PENDING' as const }, 1, 1],
   ['a rare type, finished', { type: 'rare', status: 'FAILED' as const }, 1, 1],
-  ["a user's jobs", { userId: 7 }, 3, 3],
-  ["a user's pending jobs", { userId: 7, status: 'PENDING' as const }, 2, 2],
+  ["a user's jobs", { userId: 7 }, 4, 4],
+  ["a user's pending jobs", { userId: 7, status: 'PENDING' as const }, 3, 3],
   ["a user's jobs of a type", { userId: 7, type: 'rare' }, 2, 2],
   ['a tag', { tag: 'mine' }, 1, 1],
 ])('%s: found through indexes, with the right total', async (_name, filter, items, total) => {
@@ -60,8 +63,8 @@ test('pages merge the states in id order, newest or oldest first', async () => {
   const next = await listJobs(handle.db, { userId: 7 }, { limit: 2, offset: 2, newestFirst: true })
   const ids = [...newest.items, ...next.items].map((j) => j.id)
   expect(ids).toEqual([...ids].sort((a, b) => b - a))
-  expect(ids).toHaveLength(3)
-  const oldest = await listJobs(handle.db, { userId: 7 }, { limit: 3, offset: 0, newestFirst: false })
+  expect(ids).toHaveLength(4)
+  const oldest = await listJobs(handle.db, { userId: 7 }, { limit: 4, offset: 0, newestFirst: false })
   expect(oldest.items.map((j) => j.id)).toEqual([...ids].reverse())
 })
 

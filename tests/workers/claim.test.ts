@@ -38,7 +38,7 @@ const started = async () => (await raw`SELECT count(*)::int AS n FROM worker_job
 describe('the claim under a forced bad plan', () => {
   test('control: the old statement, on this session, claims far more than LIMIT 1', async () => {
     const old = await raw.unsafe(`UPDATE worker_jobs SET started = now(), locked_by = 'old' WHERE id IN (
-      SELECT id FROM worker_jobs WHERE started IS NULL AND finished IS NULL AND due <= now()
+      SELECT id FROM worker_jobs WHERE started IS NULL AND finished IS NULL AND concurrency_key IS NULL AND due <= now()
       ORDER BY priority, due, id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id`)
     expect(old.length).toBeGreaterThan(1)
   })

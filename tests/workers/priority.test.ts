@@ -119,6 +119,7 @@ describe('submit', () => {
       userId: 0,
       data: {},
       priority: 4,
+      concurrencyKey: null,
       cronSchedule: '*/5 * * * *',
       autoRescheduleOnFailure: true,
       autoRescheduleOnFailureDelay: 0,

@@ -11,6 +11,7 @@ const job = (over: Partial<WorkerJob> = {}): WorkerJob => ({
   userId: 7,
   data: { a: 1 },
   priority: 0,
+  concurrencyKey: null,
   due: NOW,
   started: NOW,
   finished: null,

@@ -1,5 +1,5 @@
 import { sql } from 'drizzle-orm'
-import { FINISHED_TEXT, PENDING_TEXT, RUNNING_TEXT, SIGNED_IN_USER_TEXT } from '../workers/queue/states'
+import { CLAIMABLE_TEXT, FINISHED_TEXT, LIMITED_PENDING_TEXT, PENDING_TEXT, RUNNING_TEXT, SIGNED_IN_USER_TEXT } from '../workers/queue/states'
 import {
   bigint,
   boolean,
@@ -34,6 +34,9 @@ export const workerJobs = pgTable(
     // Lower runs first (as graphile-worker and Oban); 0 for a row inserted without it. The built-in
     // jobs run at BUILT_IN_PRIORITY (negative), so no user backlog delays them beyond one claim.
     priority: smallint('priority').notNull().default(0),
+    // Set for the types with a concurrency limit (queue/limits.ts): the job's key, or '' when the type
+    // has only a type-wide limit. NULL for every other type. It decides which claim index holds the row.
+    concurrencyKey: text('concurrency_key'),
     started: tstz('started'),
     finished: tstz('finished'),
     removeAt: tstz('remove_at'),
@@ -63,7 +66,12 @@ export const workerJobs = pgTable(
   (t) => [
     // The claim scans this index in (priority, due, id) order, exactly its ORDER BY, and stops after the
     // rows it takes, so its cost does not grow with the number of finished rows kept for inspection.
-    index('worker_jobs_claim_idx').on(t.priority, t.due, t.id).where(sql.raw(PENDING_TEXT)),
+    // Rows of limited types (concurrency_key set) are not in it: the claim would walk past every one held
+    // back by its limit. They have their own index, which the limited claim walks key by key.
+    index('worker_jobs_claim_idx').on(t.priority, t.due, t.id).where(sql.raw(CLAIMABLE_TEXT)),
+    index('worker_jobs_limited_idx')
+      .on(t.type, t.concurrencyKey, t.priority, t.due, t.id)
+      .where(sql.raw(LIMITED_PENDING_TEXT)),
     // At most one pending job per tag and user: a user's tags are that user's own (built-in schedules use
     // user 0 and the reserved `system:` prefix, which submitJob refuses).
     uniqueIndex('worker_jobs_pending_tag_uidx')
@@ -102,6 +110,9 @@ export const workerServers = pgTable('worker_servers', {
   hostname: text('hostname').notNull(),
   pid: integer('pid').notNull(),
   jobTypes: text('job_types').array().notNull(),
+  // The types it registers with a concurrency limit: the insert trigger gives a row of one of these
+  // written without concurrency_key (by psql, a script) the type-wide key '', so it is claimed under the limit.
+  limitedTypes: text('limited_types').array().notNull().default(sql`'{}'::text[]`),
   // Its children as its /health shows them, refreshed with last_seen_at: workerStatus reads every server's.
   workers: jsonb('workers').notNull().default([]),
   startedAt: tstz('started_at').notNull().defaultNow(),

@@ -2,7 +2,7 @@ import { and, asc, count, desc, eq, inArray, isNotNull, type SQL, sql } from 'dr
 import { type Database, runQuery } from '../db/client'
 import { notifications, users, type WorkerJob, workerJobs, workerServers } from '../db/schema'
 import { SERVER_STALE_MS } from '../workers/queue/servers'
-import { FINISHED, type JobStatus, PENDING, RUNNING, SIGNED_IN_USER, STATUS_WHERE } from '../workers/queue/states'
+import { CLAIMABLE_TEXT, FINISHED, type JobStatus, LIMITED_PENDING_TEXT, PENDING, RUNNING, SIGNED_IN_USER, STATUS_WHERE } from '../workers/queue/states'
 
 /**
  * Read queries behind the GraphQL API, and the notification marks. Job writes go through
@@ -24,14 +24,22 @@ export interface JobListFilter {
 }
 
 /** Which states a status filter reads: each state is read through its own (partial) indexes. */
-const STATES_OF: Record<JobStatus, ('pending' | 'running' | 'finished')[]> = {
-  PENDING: ['pending'],
+type Part = 'pending' | 'pendingLimited' | 'running' | 'finished'
+const STATES_OF: Record<JobStatus, Part[]> = {
+  // Pending rows live in two partial indexes: the claim index and the limited types' (db/schema.ts).
+  PENDING: ['pending', 'pendingLimited'],
   RUNNING: ['running'],
   SUCCEEDED: ['finished'],
   FAILED: ['finished'],
   CANCELLED: ['finished'],
 }
-const STATE_WHERE = { pending: PENDING, running: RUNNING, finished: FINISHED }
+const ALL_PARTS: readonly Part[] = ['pending', 'pendingLimited', 'running', 'finished']
+const STATE_WHERE: Record<Part, SQL> = {
+  pending: sql.raw(CLAIMABLE_TEXT),
+  pendingLimited: sql.raw(LIMITED_PENDING_TEXT),
+  running: RUNNING,
+  finished: FINISHED,
+}
 
 /**
  * One page and the total. The table is read one state at a time (pending, running, finished), each
@@ -52,10 +60,10 @@ export async function listJobs(
   if (filter.userId !== undefined && filter.userId !== 0) common.push(SIGNED_IN_USER)
   if (filter.tag !== undefined) common.push(eq(workerJobs.tag, filter.tag))
   if (filter.status !== undefined) common.push(STATUS_WHERE[filter.status])
-  const states = filter.status ? STATES_OF[filter.status] : (['pending', 'running', 'finished'] as const)
+  const states = filter.status ? STATES_OF[filter.status] : ALL_PARTS
   const dir = page.newestFirst ? sql`DESC` : sql`ASC`
   const take = page.offset + page.limit
-  const where = (state: keyof typeof STATE_WHERE) => and(STATE_WHERE[state], ...common)
+  const where = (state: Part) => and(STATE_WHERE[state], ...common)
   const parts = states.map((st) => sql`(SELECT id FROM worker_jobs WHERE ${where(st)} ORDER BY id ${dir} LIMIT ${take})`)
   const counts = states.map((st) => sql`(SELECT count(*) FROM worker_jobs WHERE ${where(st)})`)
   const [idRows, totalRows] = await Promise.all([

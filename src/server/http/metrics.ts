@@ -3,6 +3,7 @@ import { Counter, Gauge, Registry } from 'prom-client'
 import type { Database } from '../db/client'
 import { workerJobs } from '../db/schema'
 import { STATUS_WHERE } from '../workers/queue/states'
+import { limitOf } from '../workers/queue/limits'
 import { countUnrunnable } from '../workers/queue/unrunnable'
 import type { ServerApp } from '../serverApp'
 import type { WorkerManager } from '../workers/manager'
@@ -70,6 +71,19 @@ export function createMetrics(serverApp: ServerApp, manager: WorkerManager | nul
     help: 'Due pending jobs of a type that no live server registers (they wait for one that does)',
     registers,
   })
+  // The registry's concurrency limits (queue/limits.ts): with worker_jobs_by_type{state="running"} beside
+  // them, how close each limited type runs to its cap.
+  const limits = new Gauge({
+    name: 'worker_job_concurrency_limit',
+    help: 'Concurrency limit of each limited job type: scope "type" is cluster-wide, "key" per concurrencyKey',
+    labelNames: ['type', 'scope'],
+    registers,
+  })
+  for (const def of Object.values(serverApp.registry)) {
+    const limit = limitOf(def)
+    if (limit?.concurrency) limits.set({ type: def.type, scope: 'type' }, limit.concurrency)
+    if (limit?.perKey) limits.set({ type: def.type, scope: 'key' }, limit.perKey)
+  }
   const dbUp = new Gauge({ name: 'worker_jobs_query_up', help: '1 when this scrape could read the job table, else 0', registers })
 
   if (manager) {

@@ -1,5 +1,6 @@
 import type { Logger } from '../log'
 import { finishJobs, type Outcome } from './queue/finish'
+import { announceFreedSlots } from './queue/limits'
 import type { QueueDb } from './queueDb'
 
 /**
@@ -22,6 +23,8 @@ export class FinishBatcher {
     private readonly log: Logger,
     /** Called after each write, so a loop held back by unwritten outcomes can claim again. */
     private readonly onWritten: () => void = () => {},
+    /** Whether a written batch freed a concurrency-limited slot: then every worker is woken (limits.ts). */
+    private readonly freesLimitedSlot: (batch: readonly Outcome[]) => boolean = () => false,
     private readonly retryDelayMs = 500,
   ) {}
 
@@ -67,6 +70,9 @@ export class FinishBatcher {
         if (lost > 0) this.log.warn({ lost }, 'outcomes not recorded: jobs were rescued by another worker first')
         this.inFlight = []
         this.onWritten()
+        if (this.freesLimitedSlot(batch)) {
+          await this.queue.run((db) => announceFreedSlots(db)).catch((err) => this.log.warn({ err }, 'could not announce a freed concurrency slot'))
+        }
       } catch (err) {
         this.failingSince ??= Date.now()
         this.log.error({ err, count: batch.length }, 'recording job outcomes failed; retrying')

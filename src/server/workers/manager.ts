@@ -11,6 +11,7 @@ import { type RescueTarget, rescueJobs } from './queue/rescue'
 import { seedCronJob } from './queue/seed'
 import { STATUS_WHERE } from './queue/states'
 import { submitBuiltInJob } from './queue/submit'
+import { adoptLimitKeys, limitedTypes } from './queue/limits'
 import { announceServer, retireServer } from './queue/servers'
 import { failUnrunnableJobs } from './queue/unrunnable'
 import type { WorkerHealth } from './workerLoop'
@@ -118,6 +119,10 @@ export class WorkerManager implements JobSubmitter {
     const { config } = this.serverApp
     await this.announce()
     await this.rescue({ leaseExpired: true }, 'lease expired: its worker stopped responding')
+    // After announce (the insert trigger now knows this server's limited types): rows written meanwhile
+    // without their key, or of a type whose limit was removed, move to the claim their type needs now.
+    const moved = await adoptLimitKeys(this.serverApp.db, this.serverApp.registry)
+    if (moved > 0) this.log.info({ moved }, 'concurrency keys set or cleared on pending rows to match the registry')
     await this.seedBuiltInJobs()
     for (let i = 0; i < config.WORKER_COUNT; i++) {
       const slot: Slot = {
@@ -324,7 +329,14 @@ export class WorkerManager implements JobSubmitter {
     try {
       // Its children as /health shows them, so an admin's workerStatus on any server sees every server's.
       const workers = await this.status().catch(() => this.statusWithoutCounts())
-      await announceServer(db, { id: this.serverId, hostname: hostname(), pid: process.pid, jobTypes: Object.keys(registry), workers })
+      await announceServer(db, {
+        id: this.serverId,
+        hostname: hostname(),
+        pid: process.pid,
+        jobTypes: Object.keys(registry),
+        limitedTypes: limitedTypes(registry),
+        workers,
+      })
       const failed = await failUnrunnableJobs(db, config.WORKER_UNKNOWN_TYPE_FAIL_AFTER_MS)
       if (failed.length > 0) this.log.warn({ jobIds: failed }, 'failed jobs of a type that no live server registers')
     } catch (err) {

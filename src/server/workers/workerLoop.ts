@@ -3,6 +3,7 @@ import type { Logger } from '../log'
 import type { ServerApp } from '../serverApp'
 import { FinishBatcher } from './finishBatcher'
 import { claimJobs, extendLeases, nextLook, releaseUnknownClaims } from './queue/claim'
+import { claimLimited, limitOf, nextLimitedDue, type TypeLimit } from './queue/limits'
 import { CANCEL_CHANNEL, JOBS_CHANNEL } from './queue/notify'
 import type { QueueDb } from './queueDb'
 import { JobCancelledError, JobInterruptedError, type RunningJob, runJob } from './runJob'
@@ -79,7 +80,15 @@ export class WorkerLoop {
   /** A claim failed on the connection: it may have committed without us seeing its rows. */
   private unknownClaims = false
   private claimFailingSince: number | null = null
+  /** The types this worker claims with the common claim, and those with a concurrency limit (limits.ts). */
   private readonly types: string[]
+  private readonly limited: { type: string; limits: TypeLimit }[]
+  /**
+   * Set when the last limited claims found nothing more to take: then they are skipped (each is a
+   * transaction) until something can have changed, which always comes with a NOTIFY (an insert, a freed
+   * slot, a release), a due timer or the poll.
+   */
+  private limitedIdle = false
   private onIdle: (() => void)[] = []
 
   constructor(
@@ -89,10 +98,22 @@ export class WorkerLoop {
   ) {
     this.now = opts.now ?? Date.now
     this.renewEveryMs = Math.max(100, Math.floor(opts.leaseMs / 5))
-    this.types = Object.keys(serverApp.registry)
-    this.finisher = new FinishBatcher(opts.queueDb, opts.workerId, log, () => {
-      if (this.backlog) this.wake()
+    this.limited = Object.values(serverApp.registry).flatMap((def) => {
+      const limits = limitOf(def)
+      return limits ? [{ type: def.type, limits }] : []
     })
+    const limitedSet = new Set(this.limited.map((l) => l.type))
+    this.types = Object.keys(serverApp.registry).filter((t) => !limitedSet.has(t))
+    this.finisher = new FinishBatcher(
+      opts.queueDb,
+      opts.workerId,
+      log,
+      () => {
+        if (this.backlog) this.wake()
+      },
+      // A limited job's outcome frees a slot that jobs on any server may be waiting for.
+      (batch) => batch.some((o) => limitedSet.has(o.job.type)),
+    )
   }
 
   get runningJobs(): number {
@@ -168,6 +189,7 @@ export class WorkerLoop {
   }
 
   private onNotify(payload: string): void {
+    this.limitedIdle = false
     const due = Number(payload)
     if (!Number.isFinite(due) || due <= Date.now()) this.wake()
     else this.wakeAt(due)
@@ -197,6 +219,7 @@ export class WorkerLoop {
    * (one query per pickup instead of two).
    */
   private lookAround(): void {
+    this.limitedIdle = false
     this.recheckDue = true
     this.wake()
   }
@@ -248,9 +271,21 @@ export class WorkerLoop {
           if (n > 0) this.log.warn({ count: n }, 'returned to pending the rows of a claim whose reply was lost')
         }
         const sentAt = this.now()
-        claimed = await q.run((db) =>
-          claimJobs(db, { workerId: this.opts.workerId, limit: free, leaseMs: this.opts.leaseMs, types: this.types }),
-        )
+        const claim = { workerId: this.opts.workerId, leaseMs: this.opts.leaseMs }
+        claimed = this.types.length === 0 ? [] : await q.run((db) => claimJobs(db, { ...claim, limit: free, types: this.types }))
+        // Then the limited types, one claim each (it takes that type's lock), with the slots left.
+        let limitedShort = true
+        for (const { type, limits } of this.limited) {
+          if (this.limitedIdle || claimed.length >= free) {
+            limitedShort = this.limitedIdle
+            break
+          }
+          const left = free - claimed.length
+          const got = await q.run((db) => claimLimited(db, { ...claim, limit: left, types: [type], type, limits }))
+          if (got.length === left) limitedShort = false
+          claimed = claimed.concat(got)
+        }
+        this.limitedIdle = this.limited.length > 0 && limitedShort
         this.claimFailingSince = null
         // Jobs claimed while a drain began still run: they are ours, and the drain waits for them.
         for (const job of claimed) this.startJob(job, sentAt)
@@ -268,6 +303,9 @@ export class WorkerLoop {
         try {
           const look = await q.run((db) => nextLook(db, this.types))
           if (look.nextDue) this.wakeAt(look.nextDue.getTime())
+          // Limited rows that are due but held back by their limit are woken by the slot's NOTIFY, not here.
+          const limitedDue = await q.run((db) => nextLimitedDue(db, this.limited.map((l) => l.type)))
+          if (limitedDue) this.wakeAt(limitedDue.getTime())
           // A due row we could not take is locked by another claim: look again soon, and re-read then.
           if (look.lockedDue) this.lookAgainSoon()
         } catch (err) {

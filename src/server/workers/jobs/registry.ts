@@ -15,6 +15,7 @@ export function buildRegistry(extra: readonly Job[] = []): JobRegistry {
   const registry: Record<string, Job> = Object.create(null)
   for (const job of [...builtInJobs, ...extra]) {
     if (registry[job.type]) throw new Error(`job type "${job.type}" is registered twice`)
+    checkLimits(job)
     registry[job.type] = job
   }
   return Object.freeze(registry)
@@ -32,4 +33,13 @@ export async function loadJobModules(modules: readonly string[]): Promise<Job[]>
     jobs.push(...mod.jobs)
   }
   return jobs
+}
+
+/** A limit that could never be met (0, a fraction, a key limit without a key) is a startup error. */
+function checkLimits(job: Job): void {
+  const positive = (n: unknown) => typeof n === 'number' && Number.isInteger(n) && n >= 1 && n <= 1_000_000
+  if (job.concurrency !== undefined && !positive(job.concurrency)) throw new Error(`job type "${job.type}": concurrency must be an integer from 1 to 1000000`)
+  if (job.keyConcurrency !== undefined && !positive(job.keyConcurrency)) throw new Error(`job type "${job.type}": keyConcurrency must be an integer from 1 to 1000000`)
+  if (job.keyConcurrency !== undefined && !job.concurrencyKey) throw new Error(`job type "${job.type}": keyConcurrency needs a concurrencyKey`)
+  if (job.concurrencyKey !== undefined && typeof job.concurrencyKey !== 'function') throw new Error(`job type "${job.type}": concurrencyKey must be a function of the data`)
 }

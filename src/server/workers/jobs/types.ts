@@ -32,6 +32,18 @@ export interface JobDefinition<Schema extends z.ZodType = z.ZodType> {
    * signed-in user, for their own account). Code on the server (resolvers, handlers) is not limited.
    */
   access?: 'admin' | 'user'
+  /**
+   * At most this many jobs of the type run at once, across every worker of every server. A job held back
+   * stays pending (it is not claimed) and starts as soon as a slot frees (queue/limits.ts).
+   */
+  concurrency?: number
+  /**
+   * Groups the type's jobs by a key taken from their (validated) data, e.g. the sending wallet: at most
+   * `keyConcurrency` (default 1) jobs of one key run at once, across every server, so a type that signs
+   * transactions never races its own nonce. Computed once, at submit, into the row's concurrency_key.
+   */
+  concurrencyKey?: (data: z.output<Schema>) => string
+  keyConcurrency?: number
   run(params: JobParams<z.output<Schema>>): Promise<unknown>
 }
 

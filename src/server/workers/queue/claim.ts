@@ -3,17 +3,23 @@ import { type Executor, runQuery } from '../../db/client'
 import type { WorkerJob } from '../../db/schema'
 import { notifyDue } from './notify'
 import { bigintArray, textArray } from './params'
-import { heldBy, PENDING } from './states'
+import { CLAIMABLE_TEXT, heldBy } from './states'
 
 /**
- * The distinct priorities of the pending rows, lowest first, as a recursive CTE named `priorities` (a
+ * The rows of worker_jobs_claim_idx, exactly its predicate: pending rows of types without a concurrency
+ * limit (limited types have their own index and claim, queue/limits.ts).
+ */
+const CLAIMABLE = sql.raw(CLAIMABLE_TEXT)
+
+/**
+ * The distinct priorities of the claimable rows, lowest first, as a recursive CTE named `priorities` (a
  * loose index scan of worker_jobs_claim_idx: each step is one descent to the next larger priority). The
  * last row is a NULL that ends the recursion; readers skip it.
  */
 const PRIORITIES = sql`priorities AS (
-      (SELECT priority FROM worker_jobs WHERE ${PENDING} ORDER BY priority LIMIT 1)
+      (SELECT priority FROM worker_jobs WHERE ${CLAIMABLE} ORDER BY priority LIMIT 1)
       UNION ALL
-      SELECT (SELECT w.priority FROM worker_jobs AS w WHERE ${PENDING} AND w.priority > p.priority ORDER BY w.priority LIMIT 1)
+      SELECT (SELECT w.priority FROM worker_jobs AS w WHERE ${CLAIMABLE} AND w.priority > p.priority ORDER BY w.priority LIMIT 1)
       FROM priorities AS p WHERE p.priority IS NOT NULL
     )`
 
@@ -63,32 +69,41 @@ export function claimStatement(opts: ClaimOptions): SQL {
       SELECT x.id FROM priorities AS p
       CROSS JOIN LATERAL (
         SELECT id FROM worker_jobs
-        WHERE ${PENDING} AND priority = p.priority AND due <= now() AND type = ANY(${textArray(opts.types)})
+        WHERE ${CLAIMABLE} AND priority = p.priority AND due <= now() AND type = ANY(${textArray(opts.types)})
         ORDER BY due, id
         LIMIT ${opts.limit}
         FOR UPDATE SKIP LOCKED
       ) AS x
       WHERE p.priority IS NOT NULL
       LIMIT ${opts.limit}
-    ), claimed AS (
+    ), ${claimedJobsSelect(opts, sql`picked`)}`
+}
+
+/**
+ * The tail every claim shares: `claimed` updates the rows of the `picked` CTE that are still pending
+ * (re-checked under the row lock), and the rows come back as one JSON array for decodeClaimed.
+ */
+export function claimedJobsSelect(opts: ClaimOptions, picked: SQL): SQL {
+  return sql`claimed AS (
       UPDATE worker_jobs AS j
       SET started = now(), locked_by = ${opts.workerId},
           lease_expires_at = now() + make_interval(secs => ${opts.leaseMs / 1000}), updated_at = now()
-      FROM picked
-      WHERE j.id = picked.id
+      FROM ${picked} AS picked
+      WHERE j.id = picked.id AND j.started IS NULL AND j.finished IS NULL
       RETURNING j.id, j.type, j.user_id, j.data, j.cron_schedule, j.auto_reschedule_on_failure,
         j.auto_reschedule_on_failure_delay, j.remove_delay, j.persistent, j.tag, j.attempt, j.max_attempts,
-        j.rescheduled_from_job, j.due, j.started, j.created_at, j.last_error, j.priority
+        j.rescheduled_from_job, j.due, j.started, j.created_at, j.last_error, j.priority, j.concurrency_key
     )
     SELECT coalesce(json_agg(json_build_array(id, type, user_id, data, cron_schedule, auto_reschedule_on_failure,
         auto_reschedule_on_failure_delay, remove_delay, persistent, tag, attempt, max_attempts, rescheduled_from_job,
-        extract(epoch FROM due) * 1000, extract(epoch FROM started) * 1000, extract(epoch FROM created_at) * 1000, last_error, priority)
+        extract(epoch FROM due) * 1000, extract(epoch FROM started) * 1000, extract(epoch FROM created_at) * 1000, last_error, priority,
+        concurrency_key)
       ORDER BY priority, due, id), '[]')::text AS jobs
     FROM claimed`
 }
 
-function decodeClaimed(rows: Record<string, unknown>[], opts: ClaimOptions): WorkerJob[] {
-  type Tuple = [number, string, number, unknown, string | null, boolean, number, number, boolean, string | null, number, number, number | null, number, number, number, string | null, number]
+export function decodeClaimed(rows: Record<string, unknown>[], opts: ClaimOptions): WorkerJob[] {
+  type Tuple = [number, string, number, unknown, string | null, boolean, number, number, boolean, string | null, number, number, number | null, number, number, number, string | null, number, string | null]
   // RETURNING does not keep the subquery's order, so json_agg sorts as the claim did.
   return (JSON.parse(String(rows[0]!.jobs)) as Tuple[]).map((t) => {
     const started = new Date(t[14])
@@ -108,6 +123,7 @@ function decodeClaimed(rows: Record<string, unknown>[], opts: ClaimOptions): Wor
       rescheduledFromJob: t[12],
       due: new Date(t[13]),
       priority: t[17],
+      concurrencyKey: t[18],
       started,
       finished: null,
       removeAt: null,
@@ -138,7 +154,7 @@ function decodeClaimed(rows: Record<string, unknown>[], opts: ClaimOptions): Wor
  * descent. The cost grows with the number of priorities in use (a handful), not with the backlog.
  */
 export async function nextLook(db: Executor, types: readonly string[]): Promise<{ lockedDue: boolean; nextDue: Date | null }> {
-  const ours = sql`${PENDING} AND type = ANY(${textArray(types)})`
+  const ours = sql`${CLAIMABLE} AND type = ANY(${textArray(types)})`
   const rows = await runQuery(
     db,
     sql`

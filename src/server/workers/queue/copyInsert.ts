@@ -6,7 +6,7 @@ import type { NewJobRow } from './successor'
 /** Below this many rows the one-statement INSERT is quicker than COPY's extra round trips. */
 export const COPY_THRESHOLD = 500
 
-const COLUMNS = `id, type, user_id, data, due, priority, cron_schedule, auto_reschedule_on_failure,
+const COLUMNS = `id, type, user_id, data, due, priority, concurrency_key, cron_schedule, auto_reschedule_on_failure,
   auto_reschedule_on_failure_delay, remove_delay, persistent, tag, attempt, max_attempts, rescheduled_from_job`
 
 /** The submit field behind each column, to name it when Postgres refuses a COPY line (see copyErrorField). */
@@ -132,4 +132,4 @@ export function copyErrorField(err: unknown): string | null {
 }
 
 const encode = (id: number, r: NewJobRow) =>
-  `${id}\t${text(r.type)}\t${r.userId}\t${text(toJson(r.data ?? {}))}\t${r.due.toISOString()}\t${r.priority}\t${text(r.cronSchedule)}\t${bool(r.autoRescheduleOnFailure)}\t${r.autoRescheduleOnFailureDelay}\t${r.removeDelay}\t${bool(r.persistent)}\t${text(r.tag)}\t${r.attempt}\t${num(r.maxAttempts)}\t${num(r.rescheduledFromJob)}\n`
+  `${id}\t${text(r.type)}\t${r.userId}\t${text(toJson(r.data ?? {}))}\t${r.due.toISOString()}\t${r.priority}\t${text(r.concurrencyKey)}\t${text(r.cronSchedule)}\t${bool(r.autoRescheduleOnFailure)}\t${r.autoRescheduleOnFailureDelay}\t${r.removeDelay}\t${bool(r.persistent)}\t${text(r.tag)}\t${r.attempt}\t${num(r.maxAttempts)}\t${num(r.rescheduledFromJob)}\n`

@@ -30,6 +30,7 @@ export async function insertJobs(
       data: r.data ?? {},
       due: r.due.toISOString(),
       priority: r.priority,
+      concurrency_key: r.concurrencyKey,
       cron_schedule: r.cronSchedule,
       auto_reschedule_on_failure: r.autoRescheduleOnFailure,
       auto_reschedule_on_failure_delay: r.autoRescheduleOnFailureDelay,
@@ -45,11 +46,11 @@ export async function insertJobs(
     const inserted = await runQuery(
       db,
       sql`
-      INSERT INTO worker_jobs (type, user_id, data, due, priority, cron_schedule, auto_reschedule_on_failure,
+      INSERT INTO worker_jobs (type, user_id, data, due, priority, concurrency_key, cron_schedule, auto_reschedule_on_failure,
         auto_reschedule_on_failure_delay, remove_delay, persistent, tag, attempt, max_attempts, rescheduled_from_job)
-      SELECT type, user_id, data, due, priority, cron_schedule, auto_reschedule_on_failure,
+      SELECT type, user_id, data, due, priority, concurrency_key, cron_schedule, auto_reschedule_on_failure,
         auto_reschedule_on_failure_delay, remove_delay, persistent, tag, attempt, max_attempts, rescheduled_from_job
-      FROM json_to_recordset(${toJson(chunk)}::text::json) AS r(type text, user_id integer, data jsonb, due timestamptz, priority smallint,
+      FROM json_to_recordset(${toJson(chunk)}::text::json) AS r(type text, user_id integer, data jsonb, due timestamptz, priority smallint, concurrency_key text,
         cron_schedule text, auto_reschedule_on_failure boolean, auto_reschedule_on_failure_delay integer,
         remove_delay integer, persistent boolean, tag text, attempt integer, max_attempts integer, rescheduled_from_job bigint)
       ${conflict}

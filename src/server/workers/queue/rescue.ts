@@ -89,7 +89,7 @@ async function failOne(db: Database, id: number, which: SQL, reason: string): Pr
   const run = (withSuccessor: boolean) =>
     db.transaction(async (tx): Promise<boolean | 'cancelled'> => {
       const [row] = (await tx.execute(
-        sql`SELECT id, type, user_id AS "userId", data, priority, cron_schedule AS "cronSchedule",
+        sql`SELECT id, type, user_id AS "userId", data, priority, concurrency_key AS "concurrencyKey", cron_schedule AS "cronSchedule",
               auto_reschedule_on_failure AS "autoRescheduleOnFailure",
               auto_reschedule_on_failure_delay AS "autoRescheduleOnFailureDelay", remove_delay AS "removeDelay",
               persistent, tag, attempt, max_attempts AS "maxAttempts", cancelled_at IS NOT NULL AS "cancelled"

@@ -33,6 +33,8 @@ export async function seedCronJob(db: Database, job: BuiltInCron, now = new Date
     data: job.data ?? {},
     due: nextCronRun(job.cronSchedule, now),
     priority: BUILT_IN_PRIORITY,
+    // The built-in types have no concurrency limit (a seeded type's rows take the common claim).
+    concurrencyKey: null,
     cronSchedule: job.cronSchedule,
     autoRescheduleOnFailure: false,
     autoRescheduleOnFailureDelay: 0,

@@ -11,14 +11,14 @@ export const SERVER_STALE_MS = 30_000
  */
 export async function announceServer(
   db: Database,
-  server: { id: string; hostname: string; pid: number; jobTypes: readonly string[]; workers?: unknown },
+  server: { id: string; hostname: string; pid: number; jobTypes: readonly string[]; limitedTypes?: readonly string[]; workers?: unknown },
 ): Promise<void> {
   const workers = JSON.stringify(server.workers ?? [])
   await runQuery(
     db,
-    sql`INSERT INTO worker_servers (id, hostname, pid, job_types, workers)
-        VALUES (${server.id}, ${server.hostname}, ${server.pid}, ${textArray(server.jobTypes)}, ${workers}::text::jsonb)
-        ON CONFLICT (id) DO UPDATE SET job_types = EXCLUDED.job_types, workers = EXCLUDED.workers, last_seen_at = now()`,
+    sql`INSERT INTO worker_servers (id, hostname, pid, job_types, limited_types, workers)
+        VALUES (${server.id}, ${server.hostname}, ${server.pid}, ${textArray(server.jobTypes)}, ${textArray(server.limitedTypes ?? [])}, ${workers}::text::jsonb)
+        ON CONFLICT (id) DO UPDATE SET job_types = EXCLUDED.job_types, limited_types = EXCLUDED.limited_types, workers = EXCLUDED.workers, last_seen_at = now()`,
   )
   await runQuery(db, sql`DELETE FROM worker_servers WHERE last_seen_at < now() - make_interval(secs => ${SERVER_STALE_MS / 1000})`)
 }

@@ -19,6 +19,13 @@ export const FINISHED_TEXT = 'finished IS NOT NULL'
 /** A row of a signed-in user, not of the system (user 0): the predicate of the pending-by-user index. */
 export const SIGNED_IN_USER_TEXT = 'user_id <> 0'
 export const SIGNED_IN_USER = sql.raw(SIGNED_IN_USER_TEXT)
+/**
+ * Pending rows split between the two claim indexes: rows of types without a concurrency limit
+ * (worker_jobs_claim_idx, the common claim) and rows of limited types, which carry concurrency_key
+ * (worker_jobs_limited_idx, the limited claim in limits.ts).
+ */
+export const CLAIMABLE_TEXT = `${PENDING_TEXT} AND concurrency_key IS NULL`
+export const LIMITED_PENDING_TEXT = `${PENDING_TEXT} AND concurrency_key IS NOT NULL`
 /** The same as SQL fragments: partial index definitions and ON CONFLICT targets need the text verbatim. */
 export const PENDING = sql.raw(PENDING_TEXT)
 export const RUNNING = sql.raw(RUNNING_TEXT)

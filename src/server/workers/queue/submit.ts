@@ -6,6 +6,7 @@ import { isValidCron, nextCronRun } from '../cron'
 import type { JobRegistry } from '../jobs/types'
 import { COPY_THRESHOLD, copyErrorField, copyJobs } from './copyInsert'
 import { INSERT_CHUNK, insertJobs, lockTags } from './insert'
+import { concurrencyKeyOf } from './limits'
 import { findUnstorable, isStorableText, toJson } from './rows'
 import { PENDING } from './states'
 import type { NewJobRow } from './successor'
@@ -174,6 +175,12 @@ export function validateJobInput(registry: JobRegistry, input: unknown, prefix =
   const bad = findUnstorable(data.data ?? {}, 'data')
   if (bad) throw new JobInputError(prefix ? `${fieldOf(prefix, [])}.${bad.path}` : bad.path, bad.reason)
   const cronSchedule = v.cronSchedule ?? null
+  let concurrencyKey: string | null
+  try {
+    concurrencyKey = concurrencyKeyOf(def, data.data)
+  } catch (err) {
+    throw new JobInputError(fieldOf(prefix, ['data']), (err as Error).message)
+  }
   return {
     type: v.type,
     userId: v.userId,
@@ -181,6 +188,7 @@ export function validateJobInput(registry: JobRegistry, input: unknown, prefix =
     // A cron job submitted without a due time first runs at its next cron time.
     due: v.due ?? (cronSchedule ? nextCronRun(cronSchedule, now) : now),
     priority: v.priority,
+    concurrencyKey,
     cronSchedule,
     autoRescheduleOnFailure: v.autoRescheduleOnFailure,
     autoRescheduleOnFailureDelay: v.autoRescheduleOnFailureDelay,

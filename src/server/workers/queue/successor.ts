@@ -15,6 +15,7 @@ export type FinishedJob = Pick<
   | 'userId'
   | 'data'
   | 'priority'
+  | 'concurrencyKey'
   | 'cronSchedule'
   | 'autoRescheduleOnFailure'
   | 'autoRescheduleOnFailureDelay'
@@ -41,6 +42,7 @@ export function successorOf(job: FinishedJob, success: boolean, now: Date, rando
     userId: job.userId,
     data: job.data,
     priority: job.priority,
+    concurrencyKey: job.concurrencyKey,
     cronSchedule: job.cronSchedule,
     autoRescheduleOnFailure: job.autoRescheduleOnFailure,
     autoRescheduleOnFailureDelay: job.autoRescheduleOnFailureDelay,

@@ -1,0 +1,176 @@
+import { sql } from 'drizzle-orm'
+import { type Database, type Executor, runQuery } from '../../db/client'
+import type { WorkerJob } from '../../db/schema'
+import type { Job, JobRegistry } from '../jobs/types'
+import { type ClaimOptions, claimedJobsSelect, decodeClaimed } from './claim'
+import { JOBS_CHANNEL } from './notify'
+import { bigintArray, textArray } from './params'
+import { LIMITED_PENDING_TEXT, PENDING, RUNNING } from './states'
+
+/**
+ * Concurrency limits, cluster-wide, the one owner of their rules. A type may cap how many of its jobs run
+ * at once (`concurrency`), and how many per key (`concurrencyKey` + `keyConcurrency`, default 1: one
+ * wallet's transactions one at a time). Everything is in Postgres, so every server sees the same state:
+ *
+ * - A limited type's rows carry concurrency_key (the key, or '' for a type-wide limit only), which puts
+ *   them in worker_jobs_limited_idx (type, key, priority, due, id) instead of the claim index: the common
+ *   claim never walks past rows that a limit holds back, and never claims them.
+ * - The limited claim of a type runs in a transaction holding the type's advisory lock, so the claims of
+ *   one limited type are serialised across every worker and server: each sees the running count that the
+ *   previous one committed, and two claims can never both take the last slot. The lock lasts one short
+ *   statement; the handler runs with nothing held (ownership is locked_by plus the lease, as usual).
+ * - Running = started and not finished, counted from the rows themselves: a job rescued after its child
+ *   died or its lease expired frees its slot by going back to pending (or being finished), with no
+ *   counter to drift.
+ * - A held-back job stays pending, untouched (not claimed and released in a loop). When a slot frees, the
+ *   worker that wrote the outcome NOTIFYs the jobs channel (announceFreedSlots), and the rescuer's release
+ *   does so already, so a waiting job starts at once instead of at the next poll.
+ */
+
+export interface TypeLimit {
+  /** Cluster-wide cap on the type's running jobs; null: none. */
+  concurrency: number | null
+  /** Cap per key; null: the type has no key. */
+  perKey: number | null
+}
+
+/** The type's limits, or null when it has none (its jobs take the common claim). */
+export function limitOf(def: Job | undefined): TypeLimit | null {
+  if (!def || (def.concurrency === undefined && !def.concurrencyKey)) return null
+  return { concurrency: def.concurrency ?? null, perKey: def.concurrencyKey ? (def.keyConcurrency ?? 1) : null }
+}
+
+export const limitedTypes = (registry: JobRegistry): string[] => Object.values(registry).filter((d) => limitOf(d)).map((d) => d.type)
+
+/** The longest key kept; a longer one is refused at submit (naming data). */
+export const MAX_KEY_CHARS = 200
+
+/**
+ * The concurrency_key of a new row of `def` with validated `data`: null for an unlimited type, '' for a
+ * type-wide limit only, else the type's concurrencyKey(data). Throws (a message for JobInputError) when
+ * the key function throws or returns something that is not a short string.
+ */
+export function concurrencyKeyOf(def: Job, data: unknown): string | null {
+  if (!limitOf(def)) return null
+  if (!def.concurrencyKey) return ''
+  let key: unknown
+  try {
+    key = def.concurrencyKey(data)
+  } catch (err) {
+    throw new Error(`the type's concurrencyKey failed on this data: ${(err as Error)?.message ?? String(err)}`)
+  }
+  if (typeof key !== 'string') throw new Error(`the type's concurrencyKey returned ${typeof key}, not a string`)
+  if (key.length > MAX_KEY_CHARS) throw new Error(`the type's concurrencyKey returned ${key.length} characters (at most ${MAX_KEY_CHARS})`)
+  if (key.includes('\u0000') || !key.isWellFormed()) throw new Error("the type's concurrencyKey returned a string Postgres cannot store")
+  return key
+}
+
+const UNLIMITED = 2_147_483_647
+
+/**
+ * Claims up to `limit` due jobs of one limited type, within its limits. The keys with pending rows are
+ * found by a loose index scan of worker_jobs_limited_idx (one descent per key), and each key contributes
+ * at most its free slots, taken in (priority, due, id) order; the heads of all keys are then merged in
+ * that order up to the type's free slots. Its cost grows with the number of keys that have pending rows.
+ */
+export async function claimLimited(db: Database, opts: ClaimOptions & { type: string; limits: TypeLimit }): Promise<WorkerJob[]> {
+  const perKey = opts.limits.perKey ?? UNLIMITED
+  const typeCap = opts.limits.concurrency ?? UNLIMITED
+  const rows = await db.transaction(async (tx) => {
+    await tx.execute(sql`SELECT pg_advisory_xact_lock(hashtextextended(${`worker_jobs.limit:${opts.type}`}, 0))`)
+    return runQuery(
+      tx,
+      sql`
+      WITH RECURSIVE keys AS (
+        (SELECT concurrency_key AS k FROM worker_jobs
+         WHERE ${LIMITED_PENDING} AND type = ${opts.type} ORDER BY concurrency_key LIMIT 1)
+        UNION ALL
+        SELECT (SELECT w.concurrency_key FROM worker_jobs AS w
+                WHERE ${LIMITED_PENDING} AND w.type = ${opts.type} AND w.concurrency_key > keys.k ORDER BY w.concurrency_key LIMIT 1)
+        FROM keys WHERE keys.k IS NOT NULL
+      ), running AS (
+        SELECT concurrency_key AS k, count(*)::int AS n FROM worker_jobs WHERE ${RUNNING} AND type = ${opts.type} GROUP BY concurrency_key
+      ), heads AS (
+        SELECT x.id, x.priority, x.due FROM keys
+        LEFT JOIN running AS r ON r.k = keys.k
+        CROSS JOIN LATERAL (
+          SELECT id, priority, due FROM worker_jobs
+          WHERE ${LIMITED_PENDING} AND type = ${opts.type} AND concurrency_key = keys.k AND due <= now()
+          ORDER BY priority, due, id
+          LIMIT greatest(0, ${perKey}::int - coalesce(r.n, 0))
+        ) AS x
+        WHERE keys.k IS NOT NULL
+      ), picked AS MATERIALIZED (
+        SELECT id FROM heads
+        ORDER BY priority, due, id
+        LIMIT greatest(0, least(${opts.limit}::int, ${typeCap}::int - (SELECT coalesce(sum(n), 0)::int FROM running)))
+      ), ${claimedJobsSelect(opts, sql`picked`)}`,
+    )
+  })
+  return decodeClaimed(rows, opts)
+}
+
+/** The pending rows of limited types, exactly worker_jobs_limited_idx's predicate. */
+const LIMITED_PENDING = sql.raw(LIMITED_PENDING_TEXT)
+
+/** Wakes every worker (the insert trigger's channel, due now): a limited type's slot was freed. */
+export async function announceFreedSlots(db: Executor): Promise<void> {
+  await runQuery(db, sql`SELECT pg_notify(${JOBS_CHANNEL}, floor(extract(epoch FROM now()) * 1000)::bigint::text)`)
+}
+
+/** The earliest future due time among the pending rows of limited types (for the due timer), or null. */
+export async function nextLimitedDue(db: Executor, types: readonly string[]): Promise<Date | null> {
+  if (types.length === 0) return null
+  const rows = await runQuery(
+    db,
+    sql`SELECT extract(epoch FROM min(due))::float8 * 1000 AS due_ms FROM worker_jobs
+        WHERE ${LIMITED_PENDING} AND type = ANY(${textArray(types)}) AND due > now()`,
+  )
+  const due = rows[0]?.due_ms
+  return typeof due === 'number' ? new Date(due) : null
+}
+
+/**
+ * Puts pending rows in the claim index their type needs now, at boot: rows of a type that became limited
+ * but were written without a key (by an older server) get theirs, and rows of a type whose limit was
+ * removed lose it. Returns how many rows moved. Keys are computed in batches.
+ */
+export async function adoptLimitKeys(db: Database, registry: JobRegistry): Promise<number> {
+  let moved = 0
+  const limited = limitedTypes(registry)
+  const unlimited = Object.keys(registry).filter((t) => !limited.includes(t))
+  if (unlimited.length > 0) {
+    const freed = await runQuery(
+      db,
+      sql`UPDATE worker_jobs SET concurrency_key = NULL, updated_at = now()
+          WHERE ${LIMITED_PENDING} AND type = ANY(${textArray(unlimited)}) RETURNING id`,
+    )
+    moved += freed.length
+  }
+  for (const type of limited) {
+    const def = registry[type]!
+    for (;;) {
+      const batch = await runQuery(
+        db,
+        sql`SELECT id, data FROM worker_jobs WHERE ${PENDING} AND concurrency_key IS NULL AND type = ${type} LIMIT 1000`,
+      )
+      if (batch.length === 0) break
+      const byKey = new Map<string, number[]>()
+      for (const r of batch) {
+        let key: string
+        try {
+          key = concurrencyKeyOf(def, r.data) ?? ''
+        } catch {
+          key = '' // data the key function refuses: the type-wide bucket, still under the limit
+        }
+        byKey.set(key, [...(byKey.get(key) ?? []), Number(r.id)])
+      }
+      for (const [key, ids] of byKey) {
+        await runQuery(db, sql`UPDATE worker_jobs SET concurrency_key = ${key}, updated_at = now() WHERE id = ANY(${bigintArray(ids)}) AND ${PENDING}`)
+      }
+      moved += batch.length
+    }
+  }
+  return moved
+}
+

@@ -32,8 +32,8 @@ export async function networkPartition(cfg: ChaosConfig, ctx: ScenarioContext): 
     proxy.heal()
     const healed = Date.now()
     ctx.events.add({ kind: 'partition', at, end: healed, server: 'P' })
-    // More jobs after the heal: P must take its share again.
-    const after = await ctx.submitter.submitJobs(Array.from({ length: 200 }, () => ({ type: 'chaosRecord', data: { ms: 10, batch: 'partition-after' } })))
+    // More jobs after the heal than A has slots (2 children × 250) at once: P must take its share again.
+    const after = await ctx.submitter.submitJobs(Array.from({ length: 1500 }, () => ({ type: 'chaosRecord', data: { ms: 200, batch: 'partition-after' } })))
     ids.push(...after.map((j) => j.id))
     const left = await untilFinished(ctx, ids, 120_000)
     const cronTo = Date.now()

@@ -1,15 +1,5 @@
-import { readFileSync } from 'node:fs'
+import { rssMb as rssMib } from '../bench/proc'
 import type { ChaosServer } from './servers'
-
-/** Resident set size of a process in MiB, or null when it is gone. */
-export function rssMib(pid: number): number | null {
-  try {
-    const m = /VmRSS:\s+(\d+)\s+kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
-    return m ? Number(m[1]) / 1024 : null
-  } catch {
-    return null
-  }
-}
 
 export interface RssSample {
   at: number

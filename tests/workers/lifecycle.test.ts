@@ -1,4 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import type postgres from 'postgres'
 import { createTestDatabase, type TestDatabase } from '../helpers/db'
 import { sqlClient, startTestServer } from '../helpers/engine'
@@ -139,18 +142,25 @@ describe('shutdown', () => {
   }, 20_000)
 
   test('a child exits on its own when its parent dies (no orphans)', async () => {
-    const server = await startServerProcess({ DATABASE_URL: db.url, WORKER_COUNT: '2', CRON_REMOVE_OLD_WORKER_JOBS: 'off' })
+    const dir = mkdtempSync(join(tmpdir(), 'orphan-'))
+    const files = { TEST_STARTS_FILE: join(dir, 'starts'), TEST_ABORTS_FILE: join(dir, 'aborts') }
+    const read = (f: string) => (existsSync(f) ? readFileSync(f, 'utf8') : '')
+    const server = await startServerProcess({ DATABASE_URL: db.url, WORKER_COUNT: '2', CRON_REMOVE_OLD_WORKER_JOBS: 'off', ...files })
     const health = await workerHealth(server)
     const pids: number[] = health.workers.map((w) => w.pid)
     expect(pids.every(alive)).toBe(true)
-    // A long job is running when the parent dies: the orphan must not wait for it.
+    // A long job is running (its handler started, not only claimed) when the parent dies: the orphan must not wait for it.
     await sql`TRUNCATE worker_jobs`
-    const [job] = await sql`INSERT INTO worker_jobs (type, user_id, due, data) VALUES ('sleep', 0, now(), '{"ms": 60000}') RETURNING id`
-    await waitFor(async () => (await sql`SELECT 1 FROM worker_jobs WHERE id = ${job!.id} AND started IS NOT NULL`)[0], { what: 'start' })
+    const [job] = await sql`INSERT INTO worker_jobs (type, user_id, due, data) VALUES ('watchful', 0, now(), '{"ms": 60000}') RETURNING id`
+    await waitFor(() => read(files.TEST_STARTS_FILE) === `${job!.id}\n`, { what: 'the handler to start' })
     await server.stop('SIGKILL')
-    await waitFor(() => pids.every((p) => !alive(p)), { timeoutMs: 5000, what: 'orphaned children to exit' })
-    // It aborted the job and recorded it as interrupted: back to pending, to run again.
-    const [row] = await sql`SELECT started, finished, attempt, last_error FROM worker_jobs WHERE id = ${job!.id}`
-    expect(row).toMatchObject({ started: null, finished: null, attempt: 2, last_error: 'interrupted: the server process is gone' })
+    // Both orphans exit well before their 5 s deadline: the idle one may have had a claim in flight (the
+    // running one's release NOTIFYs it), and a job claimed after the abort never runs.
+    await waitFor(() => pids.every((p) => !alive(p)), { timeoutMs: 4000, what: 'orphaned children to exit' })
+    // It aborted the job and recorded it as interrupted: back to pending, to run again, and it ran once.
+    const [row] = await sql`SELECT started, finished, locked_by, attempt, last_error FROM worker_jobs WHERE id = ${job!.id}`
+    expect(row).toEqual({ started: null, finished: null, locked_by: null, attempt: 2, last_error: 'interrupted: the server process is gone' })
+    expect(read(files.TEST_STARTS_FILE)).toBe(`${job!.id}\n`)
+    expect(read(files.TEST_ABORTS_FILE)).toContain('interrupted: the server process is gone')
   }, 20_000)
 })

@@ -90,6 +90,8 @@ export class WorkerLoop {
    */
   private limitedIdle = false
   private onIdle: (() => void)[] = []
+  /** Set by abortAll: a job claimed from then on never runs, and goes back to pending as it was. */
+  private abortedWith: string | null = null
 
   constructor(
     private readonly serverApp: ServerApp,
@@ -166,6 +168,11 @@ export class WorkerLoop {
    * interrupted, so they go back to pending instead of failing.
    */
   abortAll(reason: string): void {
+    // A claim may be in flight right now (a NOTIFY came just before): the jobs it returns must not run
+    // either, or they would outlive the abort (an orphan would then be killed mid-run by its deadline).
+    this.abortedWith = reason
+    this.stopping = true
+    this.wake()
     for (const h of this.running.values()) this.abortHeld(h, reason)
   }
 
@@ -315,9 +322,22 @@ export class WorkerLoop {
       }
       await this.waitForWake()
     }
+    if (this.abortedWith !== null) await this.releaseNeverRun()
+  }
+
+  /** Returns the rows claimed after abortAll (never started, attempt unchanged); the lease covers a failure. */
+  private async releaseNeverRun(): Promise<void> {
+    try {
+      const n = await this.opts.queueDb.run((db) => releaseUnknownClaims(db, { workerId: this.opts.workerId, held: this.heldIds() }))
+      if (n > 0) this.log.info({ count: n }, 'returned to pending the jobs claimed after the abort, without running them')
+    } catch (err) {
+      this.log.warn({ err }, 'could not return the jobs claimed after the abort; their lease will expire')
+    }
   }
 
   private startJob(job: WorkerJob, leaseSentAt: number): void {
+    // Claimed after abortAll: its handler is never called; the loop returns the row when it ends.
+    if (this.abortedWith !== null) return
     const { running, outcome: done } = runJob(this.serverApp, this.serverApp.registry, job, this.log, {
       defaultTimeoutMs: this.opts.defaultTimeoutMs,
     })

@@ -26,7 +26,8 @@ export class EventLog {
   /** When each killed pid died. */
   killedAt(): Map<number, number> {
     const out = new Map<number, number>()
-    for (const e of this.events) for (const p of e.pids ?? []) out.set(p, e.at)
+    // A process dies once: a later kill of the same pid (a zombie not yet reaped) must not move its death.
+    for (const e of this.events) for (const p of e.pids ?? []) if (!out.has(p)) out.set(p, e.at)
     return out
   }
 

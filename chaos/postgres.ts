@@ -39,6 +39,8 @@ export async function startChaosPostgres(): Promise<ChaosPostgres> {
   await sql`
     CREATE TABLE IF NOT EXISTS chaos_runs (
       run_id bigserial PRIMARY KEY,
+      -- Made by the run itself, so a retried INSERT whose first try committed unseen adds no second row.
+      run_key text NOT NULL UNIQUE,
       job_id bigint NOT NULL,
       attempt integer NOT NULL,
       server text NOT NULL,

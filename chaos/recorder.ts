@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto'
 import { sql } from 'drizzle-orm'
 import { z } from 'zod'
 import { runQuery } from '../src/server/db/client'
@@ -34,18 +35,20 @@ export const recordJob = defineJob({
   async run({ serverApp, job, signal }) {
     const server = process.env.CHAOS_SERVER ?? 'unknown'
     const startedAt = new Date()
-    const [row] = await retrying(signal, () =>
+    // A connection lost right after the COMMIT (a restart, a terminated backend) looks like a failure: the
+    // retry must find the row already there, not add a second one that never gets an end.
+    const runKey = randomUUID()
+    await retrying(signal, () =>
       runQuery(
         serverApp.db,
         sql`
-        INSERT INTO chaos_runs (job_id, attempt, server, pid, due, started_at, last_error)
-        VALUES (${job.id}, ${job.attempt}, ${server}, ${process.pid}, ${job.due.toISOString()}, ${startedAt.toISOString()}, ${job.lastError})
-        RETURNING run_id`,
+        INSERT INTO chaos_runs (run_key, job_id, attempt, server, pid, due, started_at, last_error)
+        VALUES (${runKey}, ${job.id}, ${job.attempt}, ${server}, ${process.pid}, ${job.due.toISOString()}, ${startedAt.toISOString()}, ${job.lastError})
+        ON CONFLICT (run_key) DO NOTHING`,
       ),
     )
-    const runId = Number(row!.run_id)
     const outcome = await hold(job.data.ms, signal)
-    const ended = writeEnd(serverApp, runId, outcome)
+    const ended = writeEnd(serverApp, runKey, outcome)
     if (outcome !== 'ok') {
       // Stopped by the engine: the end lands whenever the database answers; the run is over either way.
       void ended.catch(() => {})
@@ -76,9 +79,9 @@ function hold(ms: number, signal: AbortSignal): Promise<string> {
 
 const abortedOutcome = (signal: AbortSignal) => `aborted: ${String((signal.reason as Error | undefined)?.message ?? signal.reason)}`.slice(0, 200)
 
-function writeEnd(serverApp: ServerApp, runId: number, outcome: string): Promise<unknown> {
+function writeEnd(serverApp: ServerApp, runKey: string, outcome: string): Promise<unknown> {
   const endedAt = new Date().toISOString()
-  return retrying(null, () => runQuery(serverApp.db, sql`UPDATE chaos_runs SET ended_at = ${endedAt}, outcome = ${outcome} WHERE run_id = ${runId}`))
+  return retrying(null, () => runQuery(serverApp.db, sql`UPDATE chaos_runs SET ended_at = ${endedAt}, outcome = ${outcome} WHERE run_key = ${runKey}`))
 }
 
 /** Retries `op` on connection errors for up to two minutes; `signal` (when given) stops the retrying. */

@@ -24,6 +24,14 @@ const BASE_ENV = {
   METRICS_TOKEN,
 }
 
+export interface ChildExit {
+  server: string
+  pid: number
+  at: number
+  code: number | null
+  signal: string | null
+}
+
 /** One real server process (npm start's entry plus the recorder), its log in a file, its children read from /proc. */
 export class ChaosServer {
   proc: Subprocess | null = null
@@ -123,6 +131,17 @@ export class ChaosServer {
     await proc.exited
     clearTimeout(timer)
     return proc.exitCode
+  }
+
+  /** Every worker child that exited, as its manager logged it (a main killed whole logs nothing more). */
+  childExits(): ChildExit[] {
+    const pidOf = new Map<string, number>()
+    const out: ChildExit[] = []
+    for (const l of this.logs()) {
+      if (l.msg === 'worker spawned') pidOf.set(l.workerId, l.pid)
+      else if (l.msg === 'worker exited') out.push({ server: this.name, pid: pidOf.get(l.workerId) ?? -1, at: l.time, code: l.code ?? null, signal: l.signal ?? null })
+    }
+    return out
   }
 
   /** The server's log so far, one parsed JSON object per line (raw text for the rest). */

@@ -104,10 +104,35 @@ export function noOverlaps(runs: readonly RunRow[], killedAt: ReadonlyMap<number
   return {
     name: 'no two runs of one job overlap',
     ok: overlapping.length === 0,
-    figure: `${runs.length} runs, ${overlapping.length} overlapping pairs`,
+    figure: `${runs.length} runs, ${overlapping.length} overlapping pairs${overlapping.length > 0 ? `; first: ${describePair(overlapping[0]!, killedAt)}` : ''}`,
     overlapping,
   }
 }
+
+/** No worker child died unless the suite killed it: a crash of its own is a defect, and would also hide behind the verdicts above. */
+export function onlyKilledProcessesDied(
+  exits: readonly { server: string; pid: number; code: number | null; signal: string | null }[],
+  killedAt: ReadonlyMap<number, number>,
+): Verdict {
+  const unexpected = exits.filter((e) => !killedAt.has(e.pid))
+  return {
+    name: 'no worker died unless the suite killed it',
+    ok: unexpected.length === 0,
+    figure: `${exits.length} child exits, ${unexpected.length} not caused by the suite${unexpected
+      .slice(0, 3)
+      .map((e) => `; ${e.server} pid ${e.pid} code ${e.code} signal ${e.signal}`)
+      .join('')}`,
+  }
+}
+
+/** Enough of an overlapping pair to find both runs in the logs. */
+function describePair([x, y]: [RunRow, RunRow], killedAt: ReadonlyMap<number, number>): string {
+  const run = (r: RunRow) =>
+    `attempt ${r.attempt} on ${r.server} pid ${r.pid} ${iso(r.startedAt)}..${r.endedAt === null ? `(no end${killedAt.has(r.pid) ? `, killed ${iso(killedAt.get(r.pid)!)}` : ''})` : iso(r.endedAt)} ${r.outcome ?? ''}`.trim()
+  return `job ${x.jobId}: ${run(x)} / ${run(y)} (last_error ${JSON.stringify(y.lastError)})`
+}
+
+const iso = (ms: number) => new Date(ms).toISOString().slice(11, 23)
 
 /** The faults that take a live worker's leases or outcomes away: the database gone, or its server cut off. */
 function leaseFaultsAround(events: readonly FaultEvent[], server: string, from: number, to: number, slack: Slack): FaultEvent[] {

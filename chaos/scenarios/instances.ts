@@ -1,7 +1,7 @@
 import type { ChaosConfig } from '../config'
 import { type ScenarioContext, say } from '../context'
 import { readJobs, readRuns, runsSettled } from '../history'
-import { cronTicks, noOverlaps, rerunsExplained } from '../verdicts'
+import { cronTicks, noOverlaps, onlyKilledProcessesDied, rerunsExplained } from '../verdicts'
 import type { ScenarioResult } from './kills'
 
 const CRON = '* * * * * *'
@@ -52,6 +52,10 @@ export async function manyInstances(cfg: ChaosConfig, ctx: ScenarioContext): Pro
     verdicts: [
       cronTicks([...cronJobs.values()], runs, ctx.events.events, { from, to }, slack),
       noOverlaps(runs, killed),
+        onlyKilledProcessesDied(
+          ctx.servers.flatMap((s) => s.childExits()),
+          killed,
+        ),
       rerunsExplained(runs, ctx.events.events, killed, slack),
       {
         name: 'the other servers stay up; the killed one comes back',

@@ -4,7 +4,7 @@ import { readJobs, readRuns, runsSettled } from '../history'
 import { streamJobs, untilFinished } from '../load'
 import { sampleRss } from '../rss'
 import { ADMIN_TOKEN, type ChaosServer } from '../servers'
-import { cronTicks, everyJobFinished, memoryBounded, noOverlaps, rerunsExplained, type Verdict } from '../verdicts'
+import { cronTicks, everyJobFinished, memoryBounded, noOverlaps, onlyKilledProcessesDied, rerunsExplained, type Verdict } from '../verdicts'
 
 export interface ScenarioResult {
   name: string
@@ -80,6 +80,10 @@ export async function killsUnderLoad(cfg: ChaosConfig, ctx: ScenarioContext): Pr
   const verdicts: Verdict[] = [
     everyJobFinished(ids, jobs),
     noOverlaps(runs, killed),
+    onlyKilledProcessesDied(
+      ctx.servers.flatMap((s) => s.childExits()),
+      killed,
+    ),
     rerunsExplained(runs, ctx.events.events, killed, slack),
     cronTicks([...cronJobs.values()], runs, ctx.events.events, { from: cronFrom, to: cronTo }, slack),
     {

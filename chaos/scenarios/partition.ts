@@ -3,7 +3,7 @@ import type { ChaosConfig } from '../config'
 import { type ScenarioContext, say } from '../context'
 import { readJobs, readRuns, runsSettled } from '../history'
 import { untilFinished } from '../load'
-import { cronTicks, everyJobFinished, noOverlaps, type RunRow, rerunsExplained, type Verdict } from '../verdicts'
+import { cronTicks, everyJobFinished, noOverlaps, onlyKilledProcessesDied, type RunRow, rerunsExplained, type Verdict } from '../verdicts'
 import type { ScenarioResult } from './kills'
 
 const CRON = '* * * * * *'
@@ -51,6 +51,10 @@ export async function networkPartition(cfg: ChaosConfig, ctx: ScenarioContext): 
       verdicts: [
         everyJobFinished(ids, jobs),
         noOverlaps(runs, killed),
+        onlyKilledProcessesDied(
+          ctx.servers.flatMap((s) => s.childExits()),
+          killed,
+        ),
         abortedBeforeRerun(runs, long.map((j) => j.id)),
         rerunsExplained(runs, ctx.events.events, killed, slack),
         cronTicks([...cronJobs.values()], runs, ctx.events.events, { from: cronFrom, to: cronTo }, slack),

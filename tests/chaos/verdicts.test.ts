@@ -1,6 +1,7 @@
 import { describe, expect, test } from 'bun:test'
 import type { FaultEvent } from '../../chaos/events'
-import { cronTicks, everyJobFinished, type JobRow, memoryBounded, noOverlaps, type RunRow, rerunsExplained } from '../../chaos/verdicts'
+import { EventLog } from '../../chaos/events'
+import { cronTicks, onlyKilledProcessesDied, everyJobFinished, type JobRow, memoryBounded, noOverlaps, type RunRow, rerunsExplained } from '../../chaos/verdicts'
 
 /**
  * The fault suite's verdicts are only worth their PASS if each one fails on the history it must reject.
@@ -55,6 +56,26 @@ describe('noOverlaps', () => {
   test('compares every earlier run, not only the one just before', () => {
     const runs = [run(1, 1, 0, 10_000), run(1, 2, 100, 200, { pid: 2 }), run(1, 3, 300, 400, { pid: 3 })]
     expect(noOverlaps(runs, new Map()).overlapping).toHaveLength(2)
+  })
+
+  test('its figure names the first overlapping pair: job, attempts, servers and pids', () => {
+    const v = noOverlaps([run(9, 1, 0, null, { pid: 7 }), run(9, 2, 400, 600, { pid: 8, server: 'B', lastError: 'lease expired' })], new Map([[7, T + 1000]]))
+    expect(v.figure).toContain('job 9: attempt 1 on A pid 7')
+    expect(v.figure).toContain('killed')
+    expect(v.figure).toContain('attempt 2 on B pid 8')
+    expect(v.figure).toContain('"lease expired"')
+  })
+})
+
+describe('EventLog.killedAt', () => {
+  test('a pid killed twice (a zombie not yet reaped) died at the first kill', () => {
+    const log = new EventLog()
+    log.add({ kind: 'child-kill', at: 100, end: 100, pids: [7] })
+    log.add({ kind: 'server-kill', at: 5000, end: 5000, pids: [6, 7] })
+    expect([...log.killedAt()]).toEqual([
+      [7, 100],
+      [6, 5000],
+    ])
   })
 })
 
@@ -172,5 +193,18 @@ describe('memoryBounded', () => {
 
   test('ignores the warm-up', () => {
     expect(memoryBounded(series(1, 'main', (i) => (i < 10 ? 500 : 120)), T + 10_000, bound).ok).toBe(true)
+  })
+})
+
+describe('onlyKilledProcessesDied', () => {
+  const exit = (pid: number) => ({ server: 'A', pid, code: null, signal: 'SIGKILL' })
+  test('holds when every exit is a pid the suite killed', () => {
+    expect(onlyKilledProcessesDied([exit(7), exit(8)], new Map([[7, 1], [8, 2]])).ok).toBe(true)
+  })
+
+  test('fails on a child that died on its own, and names it', () => {
+    const v = onlyKilledProcessesDied([exit(7), { server: 'B', pid: 9, code: 1, signal: null }], new Map([[7, 1]]))
+    expect(v.ok).toBe(false)
+    expect(v.figure).toContain('B pid 9 code 1')
   })
 })

@@ -19,5 +19,5 @@ export function loadChaosConfig(argv: readonly string[]): ChaosConfig {
   const leaseMs = 10_000
   return quick
     ? { quick, jobs: 10_000, jobsPerSecond: 400, childKillEveryMs: 2000, partitionMs: leaseMs + 3000, instancesMs: 30_000, leaseMs }
-    : { quick, jobs: 100_000, jobsPerSecond: 1000, childKillEveryMs: 2000, partitionMs: leaseMs * 2, instancesMs: 300_000, leaseMs }
+    : { quick, jobs: 100_000, jobsPerSecond: 400, childKillEveryMs: 2000, partitionMs: leaseMs * 2, instancesMs: 300_000, leaseMs }
 }

@@ -211,7 +211,10 @@ export function rerunsExplained(
   return {
     name: 'every rerun explained by a fault',
     ok: unexplained.length === 0,
-    figure: `${reruns} reruns (${list || 'none'}), ${unexplained.length} unexplained`,
+    figure: `${reruns} reruns (${list || 'none'}), ${unexplained.length} unexplained${unexplained
+      .slice(0, 3)
+      .map((r) => `; job ${r.jobId} attempt ${r.attempt} on ${r.server} at ${iso(r.startedAt)}, due ${iso(r.due)}, last_error ${JSON.stringify(r.lastError)}`)
+      .join('')}`,
     reruns,
     causes,
     unexplained,
@@ -229,10 +232,15 @@ const REASONS: { pattern: RegExp; kinds: readonly FaultEvent['kind'][]; within: 
   { pattern: /lease lost/, kinds: ['partition', 'pg-restart-fast', 'pg-restart-immediate', 'terminate-backends'], within: (s) => s.leaseMs + 5_000 },
 ]
 
+/** An interrupted job goes back with due = the release + 1 s (queue/finish.ts), so its due dates the release. */
+const RERUN_DELAY_MS = 1000
+
 function unrecordedCause(next: RunRow, events: readonly FaultEvent[], slack: Slack): string | null {
   const reason = REASONS.find((r) => r.pattern.test(next.lastError ?? ''))
   if (!reason) return null
-  const f = events.find((e) => reason.kinds.includes(e.kind) && e.at <= next.startedAt && e.end + reason.within(slack) >= next.startedAt)
+  // Timed from the release, not from the rerun's start: under a backlog the rerun may wait long after it.
+  const releasedAt = next.due - RERUN_DELAY_MS
+  const f = events.find((e) => reason.kinds.includes(e.kind) && e.at <= releasedAt + 50 && e.end + reason.within(slack) >= releasedAt)
   return f ? `${f.kind} (before the first write)` : null
 }
 

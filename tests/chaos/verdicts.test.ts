@@ -113,6 +113,14 @@ describe('rerunsExplained', () => {
     expect(rerunsExplained([rerun], [kill(-60_000, 7)], new Map([[7, T - 60_000]]), slack).ok).toBe(false)
   })
 
+  test('that attempt is timed from its release (due - 1 s), so a rerun that waited behind a backlog is still explained', () => {
+    // Released at 2.1 s (due 3.1 s), started only at 90 s.
+    const late = run(1, 2, 90_000, 90_100, { pid: 8, due: T + 3100, lastError: 'interrupted: its worker process exited' })
+    expect(rerunsExplained([late], [kill(2000, 7)], new Map([[7, T + 2000]]), slack).ok).toBe(true)
+    // A kill after the release cannot have caused it, however close to the start.
+    expect(rerunsExplained([late], [kill(89_000, 7)], new Map([[7, T + 89_000]]), slack).ok).toBe(false)
+  })
+
   test('an aborted run needs a fault that takes leases away', () => {
     const runs = [run(1, 1, 0, 8000, { outcome: 'aborted: lease lost: not renewed for 8001 ms' }), run(1, 2, 11_000, 12_000, { server: 'B', pid: 9 })]
     expect(rerunsExplained(runs, [{ kind: 'partition', at: T + 100, end: T + 13_000, server: 'A' }], new Map(), slack).ok).toBe(true)

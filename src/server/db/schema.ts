@@ -119,6 +119,22 @@ export const workerServers = pgTable('worker_servers', {
   lastSeenAt: tstz('last_seen_at').notNull().defaultNow(),
 })
 
+/**
+ * The starts of rate-limited job types (queue/limits.ts), one row per claimed job, kept for the longest
+ * window of its type: a claim counts the rows inside the window. Written and read only under the type's
+ * advisory lock; `at` is the claim's clock after it took that lock.
+ */
+export const workerRateStarts = pgTable(
+  'worker_rate_starts',
+  {
+    type: text('type').notNull(),
+    // The job's concurrency_key ('' for a type without a key).
+    key: text('key').notNull(),
+    at: tstz('at').notNull(),
+  },
+  (t) => [index('worker_rate_starts_idx').on(t.type, t.key, t.at)],
+)
+
 export const users = pgTable(
   'users',
   {

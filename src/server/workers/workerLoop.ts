@@ -3,10 +3,14 @@ import type { Logger } from '../log'
 import type { ServerApp } from '../serverApp'
 import { FinishBatcher } from './finishBatcher'
 import { claimJobs, extendLeases, nextLook, releaseUnknownClaims } from './queue/claim'
+import { isTransientDbError } from './queue/transient'
 import { claimLimited, limitOf, nextLimitedDue, type TypeLimit } from './queue/limits'
 import { CANCEL_CHANNEL, JOBS_CHANNEL } from './queue/notify'
 import type { QueueDb } from './queueDb'
 import { JobCancelledError, JobInterruptedError, type RunningJob, runJob } from './runJob'
+
+/** The shortest wait before a rate-limited claim looks again. */
+const RATE_RETRY_FLOOR_MS = 5
 
 export interface WorkerLoopOptions {
   workerId: string
@@ -132,15 +136,18 @@ export class WorkerLoop {
   }
 
   async start(): Promise<void> {
-    const listener = await this.serverApp.dbHandle.client.listen(
-      JOBS_CHANNEL,
-      (payload) => this.onNotify(payload),
-      // (Re)connected: notifications may have been missed meanwhile, so look now.
-      () => this.lookAround(),
+    const client = this.serverApp.dbHandle.client
+    const listener = await this.untilReachable(() =>
+      client.listen(
+        JOBS_CHANNEL,
+        (payload) => this.onNotify(payload),
+        // (Re)connected: notifications may have been missed meanwhile, so look now.
+        () => this.lookAround(),
+      ),
     )
     // Same LISTEN connection (postgres.js shares one for every channel). A notification lost while it
     // reconnects is covered by the renewals, which report cancelled rows too.
-    const cancels = await this.serverApp.dbHandle.client.listen(CANCEL_CHANNEL, (payload) => this.onCancel(payload))
+    const cancels = await this.untilReachable(() => client.listen(CANCEL_CHANNEL, (payload) => this.onCancel(payload)))
     this.unlisten = async () => {
       await Promise.all([listener.unlisten(), cancels.unlisten()])
     }
@@ -289,8 +296,11 @@ export class WorkerLoop {
           }
           const left = free - claimed.length
           const got = await q.run((db) => claimLimited(db, { ...claim, limit: left, types: [type], type, limits }))
-          if (got.length === left) limitedShort = false
-          claimed = claimed.concat(got)
+          if (got.jobs.length === left) limitedShort = false
+          // A rate held jobs back: no NOTIFY comes when its window moves on, so a timer looks again then.
+          // (Never sooner than a few ms: another server's clock may be behind the database's.)
+          else if (got.retryAt) this.wakeAt(Math.max(got.retryAt.getTime(), Date.now() + RATE_RETRY_FLOOR_MS))
+          claimed = claimed.concat(got.jobs)
         }
         this.limitedIdle = this.limited.length > 0 && limitedShort
         this.claimFailingSince = null
@@ -323,6 +333,22 @@ export class WorkerLoop {
       await this.waitForWake()
     }
     if (this.abortedWith !== null) await this.releaseNeverRun()
+  }
+
+  /**
+   * A child started while the database is away (restarting, cut off) waits for it, saying so, instead of
+   * exiting: its manager would only respawn it into the same outage. Other errors still fail the start.
+   */
+  private async untilReachable<T>(connect: () => Promise<T>): Promise<T> {
+    for (let delay = 250; ; delay = Math.min(delay * 2, 2000)) {
+      try {
+        return await connect()
+      } catch (err) {
+        if (!isTransientDbError(err) || this.stopping) throw err
+        this.log.warn({ err, retryInMs: delay }, 'database unreachable at worker start; retrying')
+        await new Promise((r) => setTimeout(r, delay))
+      }
+    }
   }
 
   /** Returns the rows claimed after abortAll (never started, attempt unchanged); the lease covers a failure. */

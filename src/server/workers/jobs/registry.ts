@@ -42,4 +42,10 @@ function checkLimits(job: Job): void {
   if (job.keyConcurrency !== undefined && !positive(job.keyConcurrency)) throw new Error(`job type "${job.type}": keyConcurrency must be an integer from 1 to 1000000`)
   if (job.keyConcurrency !== undefined && !job.concurrencyKey) throw new Error(`job type "${job.type}": keyConcurrency needs a concurrencyKey`)
   if (job.concurrencyKey !== undefined && typeof job.concurrencyKey !== 'function') throw new Error(`job type "${job.type}": concurrencyKey must be a function of the data`)
+  for (const [name, rate] of [['rateLimit', job.rateLimit], ['keyRateLimit', job.keyRateLimit]] as const) {
+    if (rate === undefined) continue
+    const windowOk = typeof rate?.perMs === 'number' && Number.isInteger(rate.perMs) && rate.perMs >= 1 && rate.perMs <= 86_400_000
+    if (!positive(rate?.max) || !windowOk) throw new Error(`job type "${job.type}": ${name} needs max (an integer from 1 to 1000000) and perMs (an integer from 1 to 86400000)`)
+  }
+  if (job.keyRateLimit !== undefined && !job.concurrencyKey) throw new Error(`job type "${job.type}": keyRateLimit needs a concurrencyKey`)
 }

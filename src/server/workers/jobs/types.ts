@@ -44,7 +44,19 @@ export interface JobDefinition<Schema extends z.ZodType = z.ZodType> {
    */
   concurrencyKey?: (data: z.output<Schema>) => string
   keyConcurrency?: number
+  /**
+   * At most `max` of the type's jobs start in any `perMs` window, across every server (an RPC provider's
+   * quota). Jobs over the rate wait, pending; they never fail for it. `keyRateLimit` does the same per
+   * concurrencyKey (then keyConcurrency still applies: set it as high as the key may run at once).
+   */
+  rateLimit?: RateLimit
+  keyRateLimit?: RateLimit
   run(params: JobParams<z.output<Schema>>): Promise<unknown>
+}
+
+export interface RateLimit {
+  max: number
+  perMs: number
 }
 
 export type Job = JobDefinition<any>

@@ -81,24 +81,26 @@ export function claimStatement(opts: ClaimOptions): SQL {
 
 /**
  * The tail every claim shares: `claimed` updates the rows of the `picked` CTE that are still pending
- * (re-checked under the row lock), and the rows come back as one JSON array for decodeClaimed.
+ * (re-checked under the row lock), and the rows come back as one JSON array for decodeClaimed. `more`:
+ * the start time to stamp (default now()), CTEs that read `claimed`, and extra columns of the result.
  */
-export function claimedJobsSelect(opts: ClaimOptions, picked: SQL): SQL {
+export function claimedJobsSelect(opts: ClaimOptions, picked: SQL, more: { at?: SQL; ctes?: SQL; columns?: SQL } = {}): SQL {
+  const at = more.at ?? sql`now()`
   return sql`claimed AS (
       UPDATE worker_jobs AS j
-      SET started = now(), locked_by = ${opts.workerId},
-          lease_expires_at = now() + make_interval(secs => ${opts.leaseMs / 1000}), updated_at = now()
+      SET started = ${at}, locked_by = ${opts.workerId},
+          lease_expires_at = ${at} + make_interval(secs => ${opts.leaseMs / 1000}), updated_at = now()
       FROM ${picked} AS picked
       WHERE j.id = picked.id AND j.started IS NULL AND j.finished IS NULL
       RETURNING j.id, j.type, j.user_id, j.data, j.cron_schedule, j.auto_reschedule_on_failure,
         j.auto_reschedule_on_failure_delay, j.remove_delay, j.persistent, j.tag, j.attempt, j.max_attempts,
         j.rescheduled_from_job, j.due, j.started, j.created_at, j.last_error, j.priority, j.concurrency_key
-    )
+    )${more.ctes ? sql`, ${more.ctes}` : sql``}
     SELECT coalesce(json_agg(json_build_array(id, type, user_id, data, cron_schedule, auto_reschedule_on_failure,
         auto_reschedule_on_failure_delay, remove_delay, persistent, tag, attempt, max_attempts, rescheduled_from_job,
         extract(epoch FROM due) * 1000, extract(epoch FROM started) * 1000, extract(epoch FROM created_at) * 1000, last_error, priority,
         concurrency_key)
-      ORDER BY priority, due, id), '[]')::text AS jobs
+      ORDER BY priority, due, id), '[]')::text AS jobs${more.columns ? sql`, ${more.columns}` : sql``}
     FROM claimed`
 }
 

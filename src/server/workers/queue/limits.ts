@@ -1,7 +1,7 @@
 import { sql } from 'drizzle-orm'
 import { type Database, type Executor, runQuery } from '../../db/client'
 import type { WorkerJob } from '../../db/schema'
-import type { Job, JobRegistry } from '../jobs/types'
+import type { Job, JobRegistry, RateLimit } from '../jobs/types'
 import { type ClaimOptions, claimedJobsSelect, decodeClaimed } from './claim'
 import { JOBS_CHANNEL } from './notify'
 import { bigintArray, textArray } from './params'
@@ -22,6 +22,8 @@ import { LIMITED_PENDING_TEXT, PENDING, RUNNING } from './states'
  * - Running = started and not finished, counted from the rows themselves: a job rescued after its child
  *   died or its lease expired frees its slot by going back to pending (or being finished), with no
  *   counter to drift.
+ * - Rates (rateLimit, keyRateLimit): a sliding log of starts in worker_rate_starts, written and read under
+ *   the same lock (see claimLimited).
  * - A held-back job stays pending, untouched (not claimed and released in a loop). When a slot frees, the
  *   worker that wrote the outcome NOTIFYs the jobs channel (announceFreedSlots), and the rescuer's release
  *   does so already, so a waiting job starts at once instead of at the next poll.
@@ -32,12 +34,21 @@ export interface TypeLimit {
   concurrency: number | null
   /** Cap per key; null: the type has no key. */
   perKey: number | null
+  /** Cluster-wide cap on the type's starts per window; null: none. */
+  rate: RateLimit | null
+  /** The same per key; null: none. */
+  keyRate: RateLimit | null
 }
 
 /** The type's limits, or null when it has none (its jobs take the common claim). */
 export function limitOf(def: Job | undefined): TypeLimit | null {
-  if (!def || (def.concurrency === undefined && !def.concurrencyKey)) return null
-  return { concurrency: def.concurrency ?? null, perKey: def.concurrencyKey ? (def.keyConcurrency ?? 1) : null }
+  if (!def || (def.concurrency === undefined && !def.concurrencyKey && !def.rateLimit)) return null
+  return {
+    concurrency: def.concurrency ?? null,
+    perKey: def.concurrencyKey ? (def.keyConcurrency ?? 1) : null,
+    rate: def.rateLimit ?? null,
+    keyRate: def.keyRateLimit ?? null,
+  }
 }
 
 export const limitedTypes = (registry: JobRegistry): string[] => Object.values(registry).filter((d) => limitOf(d)).map((d) => d.type)
@@ -72,16 +83,43 @@ const UNLIMITED = 2_147_483_647
  * found by a loose index scan of worker_jobs_limited_idx (one descent per key), and each key contributes
  * at most its free slots, taken in (priority, due, id) order; the heads of all keys are then merged in
  * that order up to the type's free slots. Its cost grows with the number of keys that have pending rows.
+ *
+ * Rates: a rate-limited type logs every start in worker_rate_starts, and a slot is free while fewer than
+ * `max` starts lie inside the window that ends now (a sliding log: never more than `max` in any window,
+ * unlike a token bucket, which lets twice that through around a refill). "Now" is the clock read after
+ * the advisory lock is taken, and the same value stamps `started` and the log, so a claim that waited on
+ * the lock can never count itself into a window that has already moved on. When a rate held jobs back,
+ * `retryAt` is when the oldest start in the window leaves it: the worker looks again then.
  */
-export async function claimLimited(db: Database, opts: ClaimOptions & { type: string; limits: TypeLimit }): Promise<WorkerJob[]> {
+export async function claimLimited(
+  db: Database,
+  opts: ClaimOptions & { type: string; limits: TypeLimit },
+): Promise<{ jobs: WorkerJob[]; retryAt: Date | null }> {
+  const { rate, keyRate } = opts.limits
   const perKey = opts.limits.perKey ?? UNLIMITED
   const typeCap = opts.limits.concurrency ?? UNLIMITED
+  const logged = rate !== null || keyRate !== null
+  const windowOf = (r: RateLimit | null) => sql`make_interval(secs => ${(r?.perMs ?? 0) / 1000})`
   const rows = await db.transaction(async (tx) => {
     await tx.execute(sql`SELECT pg_advisory_xact_lock(hashtextextended(${`worker_jobs.limit:${opts.type}`}, 0))`)
+    if (logged) {
+      const longest = Math.max(rate?.perMs ?? 0, keyRate?.perMs ?? 0)
+      await tx.execute(sql`DELETE FROM worker_rate_starts WHERE type = ${opts.type} AND at <= clock_timestamp() - make_interval(secs => ${longest / 1000})`)
+    }
+    // Each rate is a count of the starts inside its window; a type without that rate counts nothing.
+    const typeStarts = rate
+      ? sql`(SELECT count(*)::int FROM worker_rate_starts, clock WHERE type = ${opts.type} AND at > clock.t - ${windowOf(rate)})`
+      : sql`0`
+    const keyStarts = keyRate
+      ? sql`(SELECT count(*)::int FROM worker_rate_starts, clock WHERE type = ${opts.type} AND key = keys.k AND at > clock.t - ${windowOf(keyRate)})`
+      : sql`0`
+    const nextFree = (r: RateLimit | null) =>
+      r ? sql`(SELECT min(at) + ${windowOf(r)} FROM worker_rate_starts, clock WHERE type = ${opts.type} AND at > clock.t - ${windowOf(r)})` : sql`NULL::timestamptz`
     return runQuery(
       tx,
       sql`
-      WITH RECURSIVE keys AS (
+      WITH RECURSIVE clock AS MATERIALIZED (SELECT clock_timestamp() AS t),
+      keys AS (
         (SELECT concurrency_key AS k FROM worker_jobs
          WHERE ${LIMITED_PENDING} AND type = ${opts.type} ORDER BY concurrency_key LIMIT 1)
         UNION ALL
@@ -97,17 +135,27 @@ export async function claimLimited(db: Database, opts: ClaimOptions & { type: st
           SELECT id, priority, due FROM worker_jobs
           WHERE ${LIMITED_PENDING} AND type = ${opts.type} AND concurrency_key = keys.k AND due <= now()
           ORDER BY priority, due, id
-          LIMIT greatest(0, ${perKey}::int - coalesce(r.n, 0))
+          LIMIT greatest(0, least(${perKey}::int - coalesce(r.n, 0), ${keyRate?.max ?? UNLIMITED}::int - ${keyStarts}))
         ) AS x
         WHERE keys.k IS NOT NULL
       ), picked AS MATERIALIZED (
         SELECT id FROM heads
         ORDER BY priority, due, id
-        LIMIT greatest(0, least(${opts.limit}::int, ${typeCap}::int - (SELECT coalesce(sum(n), 0)::int FROM running)))
-      ), ${claimedJobsSelect(opts, sql`picked`)}`,
+        LIMIT greatest(0, least(
+          ${opts.limit}::int,
+          ${typeCap}::int - (SELECT coalesce(sum(n), 0)::int FROM running),
+          ${rate?.max ?? UNLIMITED}::int - ${typeStarts}))
+      ), ${claimedJobsSelect(opts, sql`picked`, {
+        at: sql`(SELECT t FROM clock)`,
+        ctes: logged
+          ? sql`starts AS (INSERT INTO worker_rate_starts (type, key, at) SELECT type, concurrency_key, started FROM claimed)`
+          : undefined,
+        columns: logged ? sql`extract(epoch FROM least(${nextFree(rate)}, ${nextFree(keyRate)})) * 1000 AS retry_at_ms` : undefined,
+      })}`,
     )
   })
-  return decodeClaimed(rows, opts)
+  const retryMs = rows[0]?.retry_at_ms
+  return { jobs: decodeClaimed(rows, opts), retryAt: retryMs === null || retryMs === undefined ? null : new Date(Number(retryMs)) }
 }
 
 /** The pending rows of limited types, exactly worker_jobs_limited_idx's predicate. */

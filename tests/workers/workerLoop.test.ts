@@ -6,12 +6,16 @@ import { QueueDb } from '../../src/server/workers/queueDb'
 import { WorkerLoop } from '../../src/server/workers/workerLoop'
 import { createTestDatabase, type TestDatabase } from '../helpers/db'
 import { CREATE_RUNS_TABLE, sqlClient, testServerApp } from '../helpers/engine'
+import { startTcpProxy } from '../helpers/tcpProxy'
 import { waitFor } from '../helpers/wait'
 
 /**
- * abortAll (an orphaned child, a forced shutdown) must stop every job, including those of a claim that
- * was in flight when it was called: such a job never starts, and goes back to pending as it was. (An
- * orphan used to run one for as long as its handler took, until its exit deadline killed it mid-run.)
+ * The worker loop in this process, against a real database:
+ * - abortAll (an orphaned child, a forced shutdown) must stop every job, including those of a claim that
+ *   was in flight when it was called: such a job never starts, and goes back to pending as it was. (An
+ *   orphan used to run one for as long as its handler took, until its exit deadline killed it mid-run.)
+ * - a loop started while the database is unreachable waits for it (a child spawned during a Postgres
+ *   restart used to exit at once with the LISTEN's connection error).
  */
 let db: TestDatabase
 let sql: postgres.Sql
@@ -31,14 +35,7 @@ afterAll(async () => {
 
 test('a job returned by a claim in flight when abortAll is called never runs and goes back to pending untouched', async () => {
   const queue = new QueueDb(db.url, { max: 2, applicationName: 'abortAll test queue' }, 10_000)
-  const loop = new WorkerLoop(app, app.log, {
-    workerId: 'test/abortAll',
-    concurrency: 4,
-    pollIntervalMs: 60_000,
-    leaseMs: 10_000,
-    defaultTimeoutMs: 60_000,
-    queueDb: queue,
-  })
+  const loop = newLoop(app, queue)
   // Hold the per-type lock of the limited claim (limits.ts), so the loop's claim of `serial` waits on it.
   const holder = await sql.reserve()
   await holder`BEGIN`
@@ -59,5 +56,42 @@ test('a job returned by a claim in flight when abortAll is called never runs and
   } finally {
     holder.release()
     await queue.close()
+  }
+})
+
+function newLoop(serverApp: ServerApp, queue: QueueDb): WorkerLoop {
+  return new WorkerLoop(serverApp, serverApp.log, {
+    workerId: `test/${Math.random().toString(36).slice(2, 8)}`,
+    concurrency: 4,
+    pollIntervalMs: 60_000,
+    leaseMs: 10_000,
+    defaultTimeoutMs: 60_000,
+    queueDb: queue,
+  })
+}
+
+test('a loop started while the database is unreachable retries until it is back, then runs jobs', async () => {
+  const proxy = await startTcpProxy()
+  proxy.blackhole('drop')
+  const url = proxy.urlThrough(db.url)
+  const unreachable = await testServerApp(url, { DB_CONNECT_TIMEOUT_MS: '300' })
+  const queue = new QueueDb(db.url, { max: 2 }, 10_000)
+  const loop = newLoop(unreachable, queue)
+  try {
+    let started = false
+    const starting = loop.start().then(() => {
+      started = true
+    })
+    // Its LISTEN connection timed out and was tried again.
+    await waitFor(() => proxy.accepted >= 2, { what: 'a second connection attempt' })
+    expect(started).toBe(false)
+    proxy.heal()
+    await starting
+    const job = await submitJob(app.db, app.registry, { type: 'serial', data: { holdMs: 0 } })
+    await waitFor(async () => (await sql`SELECT 1 FROM worker_jobs WHERE id = ${job.id} AND success`).length === 1, { what: 'the job to run' })
+  } finally {
+    await loop.drain()
+    await Promise.all([queue.close(), unreachable.dbHandle.close()])
+    await proxy.close()
   }
 })

@@ -18,6 +18,8 @@ export interface TcpProxy {
    * does that anyway) but not connected upstream until heal().
    */
   blackhole(mode?: 'hold' | 'drop'): void
+  /** Destroys every open connection at once (both peers see it reset); new ones follow the mode. */
+  resetAll(): void
   /** Resumes forwarding (and connects the connections accepted meanwhile). */
   heal(): void
   /** Closes the listener and destroys every connection. */
@@ -116,6 +118,9 @@ export async function startTcpProxy(target: { host: string; port: number } = { h
           p.upstream?.resume()
         }
       }
+    },
+    resetAll() {
+      for (const p of [...pairs]) destroy(p)
     },
     heal() {
       mode = 'open'

@@ -6,6 +6,7 @@ import type postgres from 'postgres'
 import { createTestDatabase, type TestDatabase } from '../helpers/db'
 import { sqlClient, startTestServer } from '../helpers/engine'
 import { startServerProcess } from '../helpers/server'
+import { startTcpProxy } from '../helpers/tcpProxy'
 import { workerHealth } from '../helpers/workers'
 import { waitFor } from '../helpers/wait'
 
@@ -164,3 +165,42 @@ describe('shutdown', () => {
     expect(read(files.TEST_ABORTS_FILE)).toContain('interrupted: the server process is gone')
   }, 20_000)
 })
+
+describe('rescue with the database away', () => {
+  test("a child killed while its manager cannot reach the database has its jobs rescued as soon as it can, not a lease later", async () => {
+    const proxy = await startTcpProxy()
+    const dir = mkdtempSync(join(tmpdir(), 'rescue-'))
+    const startsFile = join(dir, 'starts')
+    const server = await startServerProcess({
+      DATABASE_URL: proxy.urlThrough(db.url),
+      WORKER_COUNT: '1',
+      WORKER_LEASE_MS: '60000',
+      DB_CONNECT_TIMEOUT_MS: '300',
+      CRON_REMOVE_OLD_WORKER_JOBS: 'off',
+      TEST_STARTS_FILE: startsFile,
+    })
+    try {
+      const [child] = (await workerHealth(server)).workers.map((w) => w.pid as number)
+      await sql`TRUNCATE worker_jobs`
+      const [job] = await sql`INSERT INTO worker_jobs (type, user_id, due, data) VALUES ('watchful', 0, now(), '{"ms": 120000}') RETURNING id`
+      await waitFor(() => existsSync(startsFile) && readFileSync(startsFile, 'utf8') === `${job!.id}\n`, { what: 'the handler to start' })
+      // The database goes away for this server (every connection reset, new ones hang), then its child dies.
+      proxy.blackhole('hold')
+      proxy.resetAll()
+      process.kill(child!, 'SIGKILL')
+      await waitFor(() => server.logs.some((l) => l.msg === 'rescuing jobs failed; the next sweep retries' && l.reason === 'interrupted: its worker process exited'), {
+        what: 'the exit rescue to fail',
+      })
+      proxy.heal()
+      // Well inside the 60 s lease: only a retried exit rescue can have done it, with its own reason.
+      await waitFor(
+        async () => (await sql`SELECT 1 FROM worker_jobs WHERE id = ${job!.id} AND started IS NULL AND last_error = 'interrupted: its worker process exited'`).length === 1,
+        { timeoutMs: 20_000, what: 'the job back to pending, as interrupted' },
+      )
+    } finally {
+      await server.stop()
+      await proxy.close()
+    }
+  }, 60_000)
+})
+

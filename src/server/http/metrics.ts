@@ -31,6 +31,10 @@ export interface JobSnapshotRow extends Record<State, number> {
   due: number
   /** Age of the oldest due pending job in seconds, by the database's clock; null when there is none. */
   oldestDueAgeSeconds: number | null
+  /** The due pending jobs by the sign of their priority (below 0: built-in and admin jobs; lower runs first). */
+  dueAbove: number
+  dueZero: number
+  dueBelow: number
 }
 
 const QUERY_TIMEOUT_MS = 2000
@@ -49,6 +53,9 @@ export function queryJobSnapshot(db: Database): Promise<JobSnapshotRow[]> {
       failed: count(STATUS_WHERE.FAILED),
       due: count(isDue),
       oldestDueAgeSeconds: sql<number | null>`extract(epoch FROM now() - min(${t.due}) FILTER (WHERE ${isDue}))::float8`,
+      dueBelow: count(sql`${isDue} AND ${t.priority} < 0`),
+      dueZero: count(sql`${isDue} AND ${t.priority} = 0`),
+      dueAbove: count(sql`${isDue} AND ${t.priority} > 0`),
     })
     .from(t)
     .groupBy(t.type)
@@ -66,6 +73,13 @@ export function createMetrics(serverApp: ServerApp, manager: WorkerManager | nul
   const jobsByType = new Gauge({ name: 'worker_jobs_by_type', help: 'Jobs in worker_jobs by type and state', labelNames: ['type', 'state'], registers })
   const queueDepth = new Gauge({ name: 'worker_queue_depth', help: 'Pending jobs whose due time has passed', registers })
   const oldestDue = new Gauge({ name: 'worker_queue_oldest_due_age_seconds', help: 'Age of the oldest due pending job (0 when none)', registers })
+  // Priorities are any smallint, so the label is the sign only: a label per value would let users grow the series.
+  const depthByPriority = new Gauge({
+    name: 'worker_queue_depth_by_priority',
+    help: 'Pending jobs whose due time has passed, by priority: "negative" (built-in and admin jobs, run first), "zero" (the default), "positive"',
+    labelNames: ['priority'],
+    registers,
+  })
   const unrunnable = new Gauge({
     name: 'worker_jobs_unrunnable',
     help: 'Due pending jobs of a type that no live server registers (they wait for one that does)',
@@ -79,10 +93,27 @@ export function createMetrics(serverApp: ServerApp, manager: WorkerManager | nul
     labelNames: ['type', 'scope'],
     registers,
   })
+  const rateMax = new Gauge({
+    name: 'worker_job_rate_limit',
+    help: 'Rate limit of each rate-limited job type: at most this many starts per window, cluster-wide (scope "type") or per concurrencyKey ("key")',
+    labelNames: ['type', 'scope'],
+    registers,
+  })
+  const rateWindow = new Gauge({
+    name: 'worker_job_rate_limit_window_seconds',
+    help: 'The window of worker_job_rate_limit, in seconds',
+    labelNames: ['type', 'scope'],
+    registers,
+  })
   for (const def of Object.values(serverApp.registry)) {
     const limit = limitOf(def)
     if (limit?.concurrency) limits.set({ type: def.type, scope: 'type' }, limit.concurrency)
     if (limit?.perKey) limits.set({ type: def.type, scope: 'key' }, limit.perKey)
+    for (const [scope, rate] of [['type', limit?.rate], ['key', limit?.keyRate]] as const) {
+      if (!rate) continue
+      rateMax.set({ type: def.type, scope }, rate.max)
+      rateWindow.set({ type: def.type, scope }, rate.perMs / 1000)
+    }
   }
   const dbUp = new Gauge({ name: 'worker_jobs_query_up', help: '1 when this scrape could read the job table, else 0', registers })
 
@@ -131,6 +162,7 @@ export function createMetrics(serverApp: ServerApp, manager: WorkerManager | nul
       dbUp.set(0)
       queueDepth.reset()
       oldestDue.reset()
+      depthByPriority.reset()
       unrunnable.reset()
       return
     }
@@ -139,7 +171,11 @@ export function createMetrics(serverApp: ServerApp, manager: WorkerManager | nul
     const totals: Record<State, number> = { pending: 0, running: 0, succeeded: 0, failed: 0 }
     let due = 0
     let oldest = 0
+    const bands = { negative: 0, zero: 0, positive: 0 }
     for (const row of rows) {
+      bands.negative += row.dueBelow
+      bands.zero += row.dueZero
+      bands.positive += row.dueAbove
       for (const state of STATES) {
         totals[state] += row[state]
         jobsByType.set({ type: row.type, state }, row[state])
@@ -150,6 +186,7 @@ export function createMetrics(serverApp: ServerApp, manager: WorkerManager | nul
     for (const state of STATES) jobs.set({ state }, totals[state])
     queueDepth.set(due)
     oldestDue.set(oldest)
+    for (const [priority, n] of Object.entries(bands)) depthByPriority.set({ priority }, n)
   }
 
   // Concurrent scrapes share one query (and cannot interleave their resets and sets).

@@ -67,6 +67,8 @@ interface Slot {
 
 /** A child that has been ready this long counts as a successful start: its next crash restarts it at once. */
 const HEALTHY_AFTER_MS = 1000
+const EXITED_REASON = 'interrupted: its worker process exited'
+
 /** After the drain deadline, handlers get this long to honour their aborted signal before the kill. */
 const ABORT_GRACE_MS = 3000
 /** How often the manager refreshes worker_servers and looks for jobs no live server can run. */
@@ -89,6 +91,8 @@ export class WorkerManager implements JobSubmitter {
   private rescueTimer: ReturnType<typeof setInterval> | null = null
   private announceTimer: ReturnType<typeof setInterval> | null = null
   private rescuing = false
+  /** Children that exited while their jobs could not be rescued (the database away): retried every second. */
+  private readonly unrescued = new Set<string>()
   /** This server's row in worker_servers. */
   readonly serverId = `${hostname()}/${process.pid}/${randomUUID().slice(0, 8)}`
   private readonly jobModules: string[]
@@ -150,7 +154,7 @@ export class WorkerManager implements JobSubmitter {
     ])
     // Any live server rescues jobs whose server died without a word, right after their lease expires: the
     // query walks the running-lease index, so every second is cheap.
-    this.rescueTimer = setInterval(() => void this.rescue({ leaseExpired: true }, 'lease expired: its worker stopped responding'), 1000)
+    this.rescueTimer = setInterval(() => void this.sweep(), 1000)
     this.announceTimer = setInterval(() => void this.announce(), ANNOUNCE_EVERY_MS)
   }
 
@@ -291,7 +295,8 @@ export class WorkerManager implements JobSubmitter {
     const level = this.stopping && code === 0 ? 'info' : 'warn'
     this.log[level]({ workerId, code, signal, livedMs }, 'worker exited')
     // At once: the child is gone, so nothing runs its jobs any more; the rescuer returns them to pending.
-    await this.rescue({ workerIds: [workerId] }, 'interrupted: its worker process exited')
+    // With the database away it is retried every second, not left to the lease sweep (up to a lease later).
+    if (!(await this.rescue({ workerIds: [workerId] }, EXITED_REASON))) this.unrescued.add(workerId)
     if (this.stopping) return
     // consecutiveCrashes is reset once a child has been ready for HEALTHY_AFTER_MS, so a child killed now
     // and then comes back at once; only one that keeps failing to start backs off.
@@ -308,16 +313,28 @@ export class WorkerManager implements JobSubmitter {
     }, delay)
   }
 
-  private async rescue(target: RescueTarget, reason: string): Promise<void> {
+  /** Every second: the exited children whose rescue failed, then the expired leases of every server. */
+  private async sweep(): Promise<void> {
+    if (this.unrescued.size > 0) {
+      const ids = [...this.unrescued]
+      if (await this.rescue({ workerIds: ids }, EXITED_REASON)) for (const id of ids) this.unrescued.delete(id)
+    }
+    await this.rescue({ leaseExpired: true }, 'lease expired: its worker stopped responding')
+  }
+
+  /** False when the database refused it (the caller decides whether to try again). */
+  private async rescue(target: RescueTarget, reason: string): Promise<boolean> {
     // One lease sweep at a time; an exited child's rescue always runs (it names its own rows).
     const sweep = 'leaseExpired' in target
-    if (sweep && this.rescuing) return
+    if (sweep && this.rescuing) return true
     if (sweep) this.rescuing = true
     try {
       const { released, failed, cancelled } = await rescueJobs(this.serverApp.db, this.serverApp.registry, target, reason)
       if (released.length > 0 || failed.length > 0 || cancelled.length > 0) this.log.warn({ reason, released, failed, cancelled }, 'rescued interrupted jobs')
+      return true
     } catch (err) {
       this.log.error({ err, reason }, 'rescuing jobs failed; the next sweep retries')
+      return false
     } finally {
       if (sweep) this.rescuing = false
     }

@@ -110,6 +110,8 @@ export class WorkerLoop {
     })
     const limitedSet = new Set(this.limited.map((l) => l.type))
     this.types = Object.keys(serverApp.registry).filter((t) => !limitedSet.has(t))
+    // A finished job frees a slot only under a concurrency cap; a rate's window moves on by the clock alone.
+    const capped = new Set(this.limited.filter((l) => l.limits.concurrency !== null || l.limits.perKey !== null).map((l) => l.type))
     this.finisher = new FinishBatcher(
       opts.queueDb,
       opts.workerId,
@@ -118,7 +120,7 @@ export class WorkerLoop {
         if (this.backlog) this.wake()
       },
       // A limited job's outcome frees a slot that jobs on any server may be waiting for.
-      (batch) => batch.some((o) => limitedSet.has(o.job.type)),
+      (batch) => batch.some((o) => capped.has(o.job.type)),
     )
   }
 

@@ -113,8 +113,14 @@ export async function claimLimited(
     const keyStarts = keyRate
       ? sql`(SELECT count(*)::int FROM worker_rate_starts, clock WHERE type = ${opts.type} AND key = keys.k AND at > clock.t - ${windowOf(keyRate)})`
       : sql`0`
+    // When the oldest start in a window leaves it. The starts this claim logs are not visible to the
+    // statement that writes them, so they count through `claimed` (they are all at clock.t).
     const nextFree = (r: RateLimit | null) =>
-      r ? sql`(SELECT min(at) + ${windowOf(r)} FROM worker_rate_starts, clock WHERE type = ${opts.type} AND at > clock.t - ${windowOf(r)})` : sql`NULL::timestamptz`
+      r
+        ? sql`(least(
+            (SELECT min(at) FROM worker_rate_starts, clock WHERE type = ${opts.type} AND at > clock.t - ${windowOf(r)}),
+            (SELECT clock.t FROM clock WHERE EXISTS (SELECT 1 FROM claimed))) + ${windowOf(r)})`
+        : sql`NULL::timestamptz`
     return runQuery(
       tx,
       sql`

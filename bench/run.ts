@@ -14,6 +14,7 @@ import { clearRunRows, oursBulkSubmit, oursIdleCost, oursLatency, oursThroughput
 import { GRAPHILE_BEST, GRAPHILE_DEFAULT, graphileBulkSubmit, graphileLatency, graphileThroughput, prepareGraphileDb } from './peers/graphile'
 import { PGBOSS_BEST, PGBOSS_DEFAULT, pgbossBulkSubmit, pgbossThroughput, preparePgBossDb } from './peers/pgboss'
 import { measureRaw } from './raw'
+import { oursShapes } from './shapes'
 import { summarizeResults, updateReadme } from './summary'
 import { step } from './progress'
 
@@ -50,6 +51,7 @@ const oursScale = await bestOf(cfg.throughputRuns, async (i) => {
   return oursThroughput(cfg, oursUrl, server, `ours: throughput, ${cfg.preFinishedRows.toLocaleString()} finished rows${runLabel(i)}`)
 }, jobsPerSec)
 await server.stop()
+const oursShapesResult = await oursShapes(cfg, oursUrl)
 
 step('3/4 graphile-worker')
 const gUrl = await prepareGraphileDb()
@@ -75,7 +77,7 @@ const results = summarizeResults({
   durationSeconds: Math.round((performance.now() - t0) / 100) / 10,
   machine: { ...machine, loadAvgAtEnd: Math.round((loadavg()[0] ?? 0) * 100) / 100 },
   raw,
-  ours: { bulk: oursBulk, empty: oursEmpty, scale: oursScale, idle: oursIdle, latency: oursLat },
+  ours: { bulk: oursBulk, empty: oursEmpty, scale: oursScale, idle: oursIdle, latency: oursLat, shapes: oursShapesResult },
   graphile: { bulk: gBulk, default: gDefault, best: gBest, latencyDefault: gLatDefault, latencyBest: gLatBest.latency },
   pgboss: { bulk: bBulk, default: bDefault, best: bBest },
 })

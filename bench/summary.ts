@@ -5,6 +5,7 @@ import type { LatencyResult } from './latency'
 import type { MachineInfo } from './machine'
 import type { IdleCost } from './ours'
 import type { RawResult } from './raw'
+import type { ShapesResult } from './shapes'
 import { markdownTable, type Row, row, type Target, targetsTable } from './report'
 import { round } from './stats'
 import type { ThroughputResult } from './throughput'
@@ -18,7 +19,7 @@ export interface RunData {
   durationSeconds: number
   machine: MachineInfo & { loadAvgAtEnd: number }
   raw: RawResult
-  ours: { bulk: Bulk; empty: ThroughputResult & { verified: boolean }; scale: ThroughputResult & { verified: boolean }; idle: IdleCost; latency: LatencyResult }
+  ours: { bulk: Bulk; empty: ThroughputResult & { verified: boolean }; scale: ThroughputResult & { verified: boolean }; idle: IdleCost; latency: LatencyResult; shapes: ShapesResult }
   graphile: {
     bulk: Bulk
     default: ThroughputResult
@@ -61,6 +62,13 @@ export function summarizeResults(d: RunData): { json: Record<string, any>; markd
     row({ scenario: 'RSS while idle, largest child', unit: 'MB', better: 'lower', ours: oursIdleRss, peer: 'graphile-worker default, its process', peerValue: g.latencyDefault.idleRssMb ?? null }),
     row({ scenario: 'Idle database load per child', unit: 'transactions/s', better: 'lower', ours: o.idle.perSecondPerChild, peer: 'graphile-worker default, its process', peerValue: g.latencyDefault.idle?.perSecond ?? null }),
   ]
+  const sh = o.shapes
+  rows.push(
+    row({ scenario: `I/O-bound: ${sh.ioBound.jobs.toLocaleString()} jobs of 100 ms`, unit: 'jobs/s', better: 'higher', ours: sh.ioBound.jobsPerSec, peer: `the ceiling of its ${sh.ioBound.ceilingJobsPerSec / 10} slots`, peerValue: sh.ioBound.ceilingJobsPerSec }),
+    row({ scenario: 'Priority -1 probe under that backlog: start after submit p99', unit: 'ms', better: 'lower', ours: sh.priority.high.p99, peer: 'ours, the same probe at priority 0', peerValue: sh.priority.control.p99 }),
+    row({ scenario: 'Concurrency-1 type (5 ms jobs) inside a no-op flood', unit: 'jobs/s', better: 'higher', ours: sh.limited.inFloodJobsPerSec, peer: 'ours, the same type alone', peerValue: sh.limited.aloneJobsPerSec }),
+    row({ scenario: 'No-op flood with a concurrency-1 type mixed in', unit: 'jobs/s', better: 'higher', ours: sh.limited.floodWithLimitedJobsPerSec, peer: 'ours, the flood alone (same server)', peerValue: sh.limited.floodAloneJobsPerSec }),
+  )
   const bestPeerLat = { p50: Math.min(gl.p50, g.latencyBest.p50), p99: Math.min(gl.p99, g.latencyBest.p99) }
   const x = (a: number, b: number) => `${round(a / b, 2)}x`
   const targets: Target[] = [
@@ -74,6 +82,10 @@ export function summarizeResults(d: RunData): { json: Record<string, any>; markd
     { target: 'Scale: with finished rows >= 0.9x the empty-table throughput', actual: `${o.scale.jobsPerSec} vs ${o.empty.jobsPerSec} jobs/s = ${x(o.scale.jobsPerSec, o.empty.jobsPerSec)}`, met: o.scale.jobsPerSec >= 0.9 * o.empty.jobsPerSec },
     { target: 'Bulk submit >= 100,000 jobs/s', actual: `${o.bulk.jobsPerSec} jobs/s`, met: o.bulk.jobsPerSec >= 100_000 },
     { target: 'Each child RSS <= 80 MB (busy and idle)', actual: `busy ${oursBusyRss} MB, idle ${oursIdleRss} MB`, met: oursBusyRss <= 80 && oursIdleRss <= 80 },
+    { target: 'I/O-bound: >= 90% of the ceiling the slots allow', actual: `${sh.ioBound.jobsPerSec} of ${sh.ioBound.ceilingJobsPerSec} jobs/s = ${round(sh.ioBound.ofCeiling * 100, 1)}%`, met: sh.ioBound.ofCeiling >= 0.9 },
+    { target: 'Priority under load: start lateness p99 <= 50 ms', actual: `p99 ${sh.priority.high.p99} ms (priority 0: ${sh.priority.control.p99} ms)`, met: sh.priority.high.p99 <= 50 },
+    { target: 'Limited type inside a flood: >= 90% of its rate alone', actual: `${sh.limited.inFloodJobsPerSec} vs ${sh.limited.aloneJobsPerSec} jobs/s = ${x(sh.limited.inFloodJobsPerSec, sh.limited.aloneJobsPerSec)}`, met: sh.limited.inFloodJobsPerSec >= 0.9 * sh.limited.aloneJobsPerSec },
+    { target: 'The flood loses <= 10% to the limited type', actual: `${sh.limited.floodWithLimitedJobsPerSec} vs ${sh.limited.floodAloneJobsPerSec} jobs/s = ${x(sh.limited.floodWithLimitedJobsPerSec, sh.limited.floodAloneJobsPerSec)}`, met: sh.limited.floodWithLimitedJobsPerSec >= 0.9 * sh.limited.floodAloneJobsPerSec },
     { target: 'Idle database load <= 1 query/s per child', actual: `${o.idle.perSecondPerChild} transactions/s per child (${o.idle.perSecond}/s total)`, met: o.idle.perSecondPerChild <= 1 },
   ]
   const incomplete: string[] = []
@@ -90,6 +102,7 @@ export function summarizeResults(d: RunData): { json: Record<string, any>; markd
   ].join('\n')
   const cpuRuns: [string, ThroughputResult][] = [
     ['ours, empty table', o.empty],
+    ['ours, I/O-bound (100 ms jobs)', sh.ioBound],
     [`ours, ${d.cfg.preFinishedRows.toLocaleString()} finished rows`, o.scale],
     ['graphile-worker, default', g.default],
     ['graphile-worker, best', g.best],

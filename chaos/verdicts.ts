@@ -296,7 +296,10 @@ export function cronTicks(
   return {
     name: 'cron: one run per scheduled second, gaps only in fault windows',
     ok: duplicates.length === 0 && unexplained.length === 0 && seen > 0,
-    figure: `${seen}/${expected} ticks, ${duplicates.length} duplicates, ${gaps.length} gaps (${unexplained.length} unexplained)${longestText}`,
+    figure: `${seen}/${expected} ticks, ${duplicates.length} duplicates, ${gaps.length} gaps (${unexplained.length} unexplained)${longestText}${unexplained
+      .slice(0, 3)
+      .map((g) => `; unexplained: no tick from ${iso((g.after + 1) * 1000).slice(0, 8)} to ${iso((g.before - 1) * 1000).slice(0, 8)}, the tick before it job ${rowsBySecond.get(g.after)?.map((j) => `${j.id} (attempt ${j.attempt})`).join(', ') ?? 'none'}`)
+      .join('')}`,
     expected,
     seen,
     duplicates,

@@ -141,8 +141,12 @@ async function injectPoison(ctx: ScenarioContext, server: ChaosServer) {
   })
   const body = (await res.json()) as { errors?: { extensions?: { code?: string; field?: string } }[] }
   const [rows] = await ctx.sql`SELECT count(*)::int AS n FROM worker_jobs WHERE data->>'batch' = 'poison-copy'`
-  await Bun.sleep(200)
-  const [idle] = await ctx.sql`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = 'chaos' AND state LIKE 'idle in transaction%'`
+  // A leaked connection stays idle in its transaction for good; under load a live one is there for a moment
+  // between two statements, so only those idle in a transaction for over a second count.
+  await Bun.sleep(1500)
+  const [idle] = await ctx.sql`
+    SELECT count(*)::int AS n FROM pg_stat_activity
+    WHERE datname = 'chaos' AND state LIKE 'idle in transaction%' AND state_change < now() - interval '1 second'`
   return {
     cron: Number(bad!.id),
     result: result.id,

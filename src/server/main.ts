@@ -2,6 +2,7 @@ import { type StartOptions, startServer } from './boot'
 import { ConfigError, type EnvConfig, loadEnvConfig } from './config'
 import { startDevServices } from './dev/services'
 import { createLogger, type Logger } from './log'
+import { guardStrayErrors } from './strayErrors'
 
 /**
  * Loads the config, starts the development services for an unset DATABASE_URL / CHAIN_RPC_URL, boots the
@@ -22,6 +23,7 @@ export async function main(opts: Pick<StartOptions, 'jobModules' | 'graphql'> = 
     throw err
   }
   const log = createLogger({ level: env.LOG_LEVEL, pretty: env.LOG_PRETTY })
+  guardStrayErrors(log)
   const services = await startDevServices(env, log).catch((err) => {
     log.fatal({ err }, 'could not start the development services')
     process.exit(1)

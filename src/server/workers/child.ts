@@ -6,6 +6,7 @@
  */
 import { createLogger, flushLogger } from '../log'
 import { createServerApp } from '../serverApp'
+import { guardStrayErrors } from '../strayErrors'
 import { QUEUE_POOL_SIZE } from '../db/budget'
 import { STATUS_INTERVAL_MS, type ToChild, type ToManager } from './ipc'
 import { buildRegistry, loadJobModules } from './jobs/registry'
@@ -25,6 +26,7 @@ async function init(msg: Extract<ToChild, { type: 'init' }>): Promise<void> {
     buffered: true,
     base: { pid: process.pid, workerId },
   })
+  guardStrayErrors(log, (code) => void flushLogger(log).finally(() => process.exit(code)))
   const registry = buildRegistry(await loadJobModules(msg.jobModules))
   // Handler code gets its own pool (serverApp.db); the queue's statements get theirs, so a handler holding
   // connections can never delay a claim, an outcome or a lease renewal. LISTEN takes one more.

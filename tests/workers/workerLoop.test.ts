@@ -2,6 +2,7 @@ import { afterAll, beforeAll, expect, test } from 'bun:test'
 import type postgres from 'postgres'
 import type { ServerApp } from '../../src/server/serverApp'
 import { submitJob } from '../../src/server/workers/queue/submit'
+import { CANCEL_CHANNEL } from '../../src/server/workers/queue/notify'
 import { QueueDb } from '../../src/server/workers/queueDb'
 import { WorkerLoop } from '../../src/server/workers/workerLoop'
 import { createTestDatabase, type TestDatabase } from '../helpers/db'
@@ -55,6 +56,38 @@ test('a job returned by a claim in flight when abortAll is called never runs and
     expect(await sql`SELECT * FROM test_job_runs`).toHaveLength(0)
   } finally {
     holder.release()
+    await queue.close()
+  }
+})
+
+test('a cancel that arrives before the claim it concerns has been read is applied when the job starts', async () => {
+  const queue = new QueueDb(db.url, { max: 2, applicationName: 'early cancel test queue' }, 10_000)
+  const loop = newLoop(app, queue)
+  const holder = await sql.reserve()
+  await holder`BEGIN`
+  await holder`SELECT pg_advisory_xact_lock(hashtextextended('worker_jobs.limit:serial', 0))`
+  try {
+    await loop.start()
+    const job = await submitJob(app.db, app.registry, { type: 'serial', data: { holdMs: 60_000 } })
+    await waitFor(
+      async () => (await sql`SELECT 1 FROM pg_stat_activity WHERE application_name = 'early cancel test queue' AND wait_event = 'advisory'`).length > 0,
+      { what: 'the claim to wait on the lock' },
+    )
+    // The cancel's NOTIFY overtakes the claim (they travel on different connections).
+    await sql`SELECT pg_notify(${CANCEL_CHANNEL}, ${String(job.id)})`
+    await waitFor(() => loop.earlyCancelCount === 1, { what: 'the loop to hold the early cancel' })
+    await holder`COMMIT`
+    // Without the remembered cancel the handler would hold its 60 s.
+    await waitFor(async () => (await sql`SELECT 1 FROM worker_jobs WHERE id = ${job.id} AND finished IS NOT NULL`).length === 1, {
+      timeoutMs: 10_000,
+      what: 'the cancelled job to end',
+    })
+    const [row] = await sql`SELECT success, result FROM worker_jobs WHERE id = ${job.id}`
+    expect(row!.success).toBe(false)
+    expect(JSON.stringify(row!.result)).toContain('cancel')
+  } finally {
+    holder.release()
+    await loop.drain()
     await queue.close()
   }
 })

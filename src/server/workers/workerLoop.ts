@@ -9,6 +9,9 @@ import { CANCEL_CHANNEL, JOBS_CHANNEL } from './queue/notify'
 import type { QueueDb } from './queueDb'
 import { JobCancelledError, JobInterruptedError, type RunningJob, runJob } from './runJob'
 
+/** How long a cancel for a job not running here is kept, in case its claim's reply is still on the way. */
+const EARLY_CANCEL_TTL_MS = 10_000
+
 /** The shortest wait before a rate-limited claim looks again. */
 const RATE_RETRY_FLOOR_MS = 5
 
@@ -94,6 +97,8 @@ export class WorkerLoop {
    */
   private limitedIdle = false
   private onIdle: (() => void)[] = []
+  /** Cancels that arrived for jobs not (yet) running here, by id, with when (see onCancel). */
+  private readonly earlyCancels = new Map<number, number>()
   /** Set by abortAll: a job claimed from then on never runs, and goes back to pending as it was. */
   private abortedWith: string | null = null
 
@@ -122,6 +127,11 @@ export class WorkerLoop {
       // A limited job's outcome frees a slot that jobs on any server may be waiting for.
       (batch) => batch.some((o) => capped.has(o.job.type)),
     )
+  }
+
+  /** Cancels held for jobs not running here yet (diagnostics and tests). */
+  get earlyCancelCount(): number {
+    return this.earlyCancels.size
   }
 
   get runningJobs(): number {
@@ -200,8 +210,17 @@ export class WorkerLoop {
   }
 
   private onCancel(payload: string): void {
-    const h = this.running.get(Number(payload))
+    const id = Number(payload)
+    const h = this.running.get(id)
     if (h) this.cancelHeld(h)
+    else {
+      // The NOTIFY comes on the LISTEN connection, the claim's reply on the queue's: a cancel of a job whose
+      // claim has committed can arrive before this worker has started it. Remembered briefly, it is applied
+      // when the job starts (otherwise it would wait for the next lease renewal).
+      const now = Date.now()
+      for (const [k, at] of this.earlyCancels) if (now - at > EARLY_CANCEL_TTL_MS) this.earlyCancels.delete(k)
+      if (this.earlyCancels.size < 10_000) this.earlyCancels.set(id, now)
+    }
   }
 
   private onNotify(payload: string): void {
@@ -369,7 +388,13 @@ export class WorkerLoop {
     const { running, outcome: done } = runJob(this.serverApp, this.serverApp.registry, job, this.log, {
       defaultTimeoutMs: this.opts.defaultTimeoutMs,
     })
-    this.running.set(job.id, { running, leaseSentAt, aborted: false, cancelled: false })
+    const held: Held = { running, leaseSentAt, aborted: false, cancelled: false }
+    this.running.set(job.id, held)
+    const cancelledAt = this.earlyCancels.get(job.id)
+    if (cancelledAt !== undefined) {
+      this.earlyCancels.delete(job.id)
+      if (Date.now() - cancelledAt <= EARLY_CANCEL_TTL_MS) this.cancelHeld(held)
+    }
     void done.then((outcome) => {
       this.running.delete(job.id)
       this.finisher.add(outcome)

@@ -11,9 +11,9 @@ export const TEST_JOB_MODULE = new URL('../fixtures/testJobs.ts', import.meta.ur
 const quietEnv = { ...TEST_ENV, LOG_LEVEL: 'warn', WORKER_LOG_LEVEL: 'warn' }
 
 /** The real server in this process (HTTP on a free port, real child processes), with the test job types. */
-export async function startTestServer(databaseUrl: string, env: Record<string, string> = {}): Promise<RunningServer> {
+export async function startTestServer(databaseUrl: string, env: Record<string, string> = {}, extraJobModules: string[] = []): Promise<RunningServer> {
   const config = loadConfig({ ...quietEnv, DATABASE_URL: databaseUrl, ...env })
-  const server = await startServer(config, { jobModules: [TEST_JOB_MODULE], log: createLogger({ level: config.LOG_LEVEL }) })
+  const server = await startServer(config, { jobModules: [TEST_JOB_MODULE, ...extraJobModules], log: createLogger({ level: config.LOG_LEVEL }) })
   await server.ready
   return server
 }

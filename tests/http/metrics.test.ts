@@ -62,10 +62,7 @@ describe('/metrics with one worker', () => {
     expect(samples.get(k('worker_job_concurrency_limit', { scope: 'type', type: 'serial' }))).toBe(1)
     expect(samples.get(k('worker_job_concurrency_limit', { scope: 'key', type: 'perKey' }))).toBe(1)
     expect(samples.get(k('worker_job_concurrency_limit', { scope: 'type', type: 'noop' }))).toBeUndefined()
-    // Their rate limits.
-    expect(samples.get(k('worker_job_rate_limit', { scope: 'type', type: 'rated' }))).toBe(10)
-    expect(samples.get(k('worker_job_rate_limit_window_seconds', { scope: 'type', type: 'rated' }))).toBe(1)
-    expect(samples.get(k('worker_job_rate_limit', { scope: 'key', type: 'keyRated' }))).toBe(5)
+    // No rate limits among these types (tests/workers/rates.test.ts checks those); the due backlog by priority sign.
     expect(samples.get(k('worker_job_rate_limit', { scope: 'type', type: 'serial' }))).toBeUndefined()
     for (const priority of ['negative', 'zero', 'positive']) expect(samples.get(k('worker_queue_depth_by_priority', { priority }))).toBe(0)
   })

@@ -1,4 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import type postgres from 'postgres'
 import { createTestDatabase, type TestDatabase } from '../helpers/db'
 import { CREATE_ABORTS_TABLE, CREATE_RUNS_TABLE, sqlClient } from '../helpers/engine'
@@ -252,12 +255,14 @@ describe('a database black hole', () => {
     const proxy: TcpProxy = await startTcpProxy()
     let a: ServerProcess | null = null
     let b: ServerProcess | null = null
+    const startsFile = join(mkdtempSync(join(tmpdir(), 'blackhole-')), 'starts')
     try {
       a = await startServerProcess({
         DATABASE_URL: proxy.urlThrough(db.url),
         WORKER_COUNT: '1',
         WORKER_LEASE_MS: '3000',
         WORKER_POLL_INTERVAL_MS: '60000',
+        TEST_STARTS_FILE: startsFile,
         ...QUIET,
       })
       const [aChild] = await workersOf(a)
@@ -269,6 +274,11 @@ describe('a database black hole', () => {
         },
         { timeoutMs: 5000, what: 'the 5 jobs to start on A' },
       )
+      // Their handlers too, not only the claim: the claim's reply comes back through the proxy, and a black
+      // hole that swallowed it would leave the child with nothing to abort.
+      await waitFor(() => existsSync(startsFile) && readFileSync(startsFile, 'utf8').trim().split('\n').length === ids.length, {
+        what: "the 5 handlers to start on A",
+      })
 
       expect(proxy.accepted).toBeGreaterThan(0) // A's connections do go through the proxy
       proxy.blackhole()

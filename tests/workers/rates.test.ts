@@ -19,12 +19,13 @@ let a: RunningServer
 let b: RunningServer
 
 const ENV = { WORKER_COUNT: '2', CRON_REMOVE_OLD_WORKER_JOBS: 'off' }
+const RATE_JOBS = new URL('../fixtures/rateJobs.ts', import.meta.url).pathname
 
 beforeAll(async () => {
   db = await createTestDatabase('rates')
   sql = sqlClient(db.url)
   await sql.unsafe(CREATE_RUNS_TABLE)
-  ;[a, b] = await Promise.all([startTestServer(db.url, ENV), startTestServer(db.url, ENV)])
+  ;[a, b] = await Promise.all([startTestServer(db.url, ENV, [RATE_JOBS]), startTestServer(db.url, ENV, [RATE_JOBS])])
 }, 60_000)
 afterAll(async () => {
   await Promise.all([a?.stop(), b?.stop()])
@@ -98,6 +99,16 @@ describe('keyRateLimit: 5 per second per key', () => {
     const all = rows.map((r) => r.started.getTime())
     expect(all.filter((t) => t - all[0]! < 1000).length).toBe(15)
   }, 60_000)
+})
+
+describe('/metrics', () => {
+  test("shows each rate-limited type's max and window, per scope", async () => {
+    const text = await (await fetch(`${a.url}/metrics`)).text()
+    expect(text).toContain('worker_job_rate_limit{type="rated",scope="type"} 10')
+    expect(text).toContain('worker_job_rate_limit_window_seconds{type="rated",scope="type"} 1')
+    expect(text).toContain('worker_job_rate_limit{type="keyRated",scope="key"} 5')
+    expect(text).not.toContain('worker_job_rate_limit{type="serial"')
+  })
 })
 
 describe('definitions', () => {

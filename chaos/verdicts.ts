@@ -287,7 +287,7 @@ export function cronTicks(
   }
   // A window that ends (or starts) inside a gap is a gap too.
   const firstSeen = [...rowsBySecond.keys()].filter((s) => s >= fromS && s < toS).sort((a, b) => a - b)[0]
-  if (firstSeen !== undefined && firstSeen > fromS + 1) gaps.unshift({ after: fromS - 1, before: firstSeen, cause: gapCause(fromS - 1, firstSeen, [], byJob, events, slack) })
+  if (firstSeen !== undefined && firstSeen > fromS + 1) gaps.unshift({ after: fromS - 1, before: firstSeen, cause: gapCause(fromS - 1, firstSeen, rowsBySecond.get(fromS - 1) ?? [], byJob, events, slack) })
   if (lastSeen !== null && toS - 1 - lastSeen > 1) gaps.push({ after: lastSeen, before: toS, cause: gapCause(lastSeen, toS, rowsBySecond.get(lastSeen)!, byJob, events, slack) })
   const expected = Math.max(0, toS - fromS)
   const longest = gaps.reduce<CronGap | null>((a, g) => (!a || g.before - g.after > a.before - a.after ? g : a), null)

@@ -160,6 +160,18 @@ describe('cronTicks', () => {
     expect(v.longest?.cause).toBe('pg-restart-immediate')
   })
 
+  test('a gap at the start of the window looks at the tick just before the window', () => {
+    // Ticks at -1 (interrupted and rerun, so its successor came late), then 3..9: seconds 0..2 are missing.
+    const { jobs, runs } = chain([-1, 3, 4, 5, 6, 7, 8, 9])
+    jobs[0]!.attempt = 2
+    runs.splice(1, 0, { ...runs[0]!, attempt: 2, startedAt: T + 1500, endedAt: T + 1505, pid: 9 })
+    runs[0] = { ...runs[0]!, endedAt: null }
+    expect(cronTicks(jobs, runs, [], window, slack).ok).toBe(true)
+    // Without the interruption before the window, the same gap is unexplained.
+    const plain = chain([-1, 3, 4, 5, 6, 7, 8, 9])
+    expect(cronTicks(plain.jobs, plain.runs, [], window, slack).ok).toBe(false)
+  })
+
   test('a gap after a tick whose run was cut short is explained by that fault', () => {
     const { jobs, runs } = chain([0, 1, 2, 6, 7, 8, 9])
     jobs[2]!.attempt = 2

@@ -35,19 +35,8 @@ afterAll(async () => {
 })
 
 test('a job returned by a claim in flight when abortAll is called never runs and goes back to pending untouched', async () => {
-  const queue = new QueueDb(db.url, { max: 2, applicationName: 'abortAll test queue' }, 10_000)
-  const loop = newLoop(app, queue)
-  // Hold the per-type lock of the limited claim (limits.ts), so the loop's claim of `serial` waits on it.
-  const holder = await sql.reserve()
-  await holder`BEGIN`
-  await holder`SELECT pg_advisory_xact_lock(hashtextextended('worker_jobs.limit:serial', 0))`
+  const { loop, queue, holder, job } = await claimHeldOnLock(0)
   try {
-    await loop.start()
-    const job = await submitJob(app.db, app.registry, { type: 'serial', data: { holdMs: 0 } })
-    await waitFor(
-      async () => (await sql`SELECT 1 FROM pg_stat_activity WHERE application_name = 'abortAll test queue' AND wait_event = 'advisory'`).length > 0,
-      { what: 'the claim to wait on the lock' },
-    )
     loop.abortAll('interrupted: the server process is gone')
     await holder`COMMIT`
     await loop.drain()
@@ -61,18 +50,8 @@ test('a job returned by a claim in flight when abortAll is called never runs and
 })
 
 test('a cancel that arrives before the claim it concerns has been read is applied when the job starts', async () => {
-  const queue = new QueueDb(db.url, { max: 2, applicationName: 'early cancel test queue' }, 10_000)
-  const loop = newLoop(app, queue)
-  const holder = await sql.reserve()
-  await holder`BEGIN`
-  await holder`SELECT pg_advisory_xact_lock(hashtextextended('worker_jobs.limit:serial', 0))`
+  const { loop, queue, holder, job } = await claimHeldOnLock(60_000)
   try {
-    await loop.start()
-    const job = await submitJob(app.db, app.registry, { type: 'serial', data: { holdMs: 60_000 } })
-    await waitFor(
-      async () => (await sql`SELECT 1 FROM pg_stat_activity WHERE application_name = 'early cancel test queue' AND wait_event = 'advisory'`).length > 0,
-      { what: 'the claim to wait on the lock' },
-    )
     // The cancel's NOTIFY overtakes the claim (they travel on different connections).
     await sql`SELECT pg_notify(${CANCEL_CHANNEL}, ${String(job.id)})`
     await waitFor(() => loop.earlyCancelCount === 1, { what: 'the loop to hold the early cancel' })
@@ -91,6 +70,26 @@ test('a cancel that arrives before the claim it concerns has been read is applie
     await queue.close()
   }
 })
+
+/**
+ * A started loop whose claim of a new `serial` job (holding `holdMs`) is in flight and waiting: the test
+ * holds that type's advisory lock (limits.ts) until it COMMITs on `holder`.
+ */
+async function claimHeldOnLock(holdMs: number) {
+  const applicationName = `held claim ${Math.random().toString(36).slice(2, 8)}`
+  const queue = new QueueDb(db.url, { max: 2, applicationName }, 10_000)
+  const loop = newLoop(app, queue)
+  const holder = await sql.reserve()
+  await holder`BEGIN`
+  await holder`SELECT pg_advisory_xact_lock(hashtextextended('worker_jobs.limit:serial', 0))`
+  await loop.start()
+  const job = await submitJob(app.db, app.registry, { type: 'serial', data: { holdMs } })
+  await waitFor(
+    async () => (await sql`SELECT 1 FROM pg_stat_activity WHERE application_name = ${applicationName} AND wait_event = 'advisory'`).length > 0,
+    { what: 'the claim to wait on the lock' },
+  )
+  return { loop, queue, holder, job }
+}
 
 function newLoop(serverApp: ServerApp, queue: QueueDb): WorkerLoop {
   return new WorkerLoop(serverApp, serverApp.log, {

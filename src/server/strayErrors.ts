@@ -12,7 +12,11 @@ const SOCKET_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNREFUSED', 'ETIMEDOUT'
 
 export function isStraySocketError(err: unknown): boolean {
   const e = err as { code?: unknown; syscall?: unknown } | null
-  return typeof e?.code === 'string' && SOCKET_CODES.has(e.code) && typeof e.syscall === 'string'
+  if (typeof e?.code === 'string' && SOCKET_CODES.has(e.code) && typeof e.syscall === 'string') return true
+  // postgres.js can run a write it had scheduled after the connection closed and its socket was dropped
+  // (seen in the quick fault run during a connection termination): the queries on it were already failed
+  // with CONNECTION_CLOSED, so the late write has nothing left to do.
+  return err instanceof TypeError && /\bsocket\.write\b/.test(err.message) && /[\\/]postgres[\\/]src[\\/]connection\.js/.test(err.stack ?? '')
 }
 
 export function guardStrayErrors(log: Logger, exit: (code: number) => void = (c) => process.exit(c)): void {

@@ -26,6 +26,13 @@ test('so is an unhandled rejection with a socket error', async () => {
   expect(lines[0]!.level).toBe(40)
 })
 
+test("so is postgres.js's late write on a connection it already closed", async () => {
+  const { code, lines } = await run('pgwrite')
+  expect(code).toBe(0)
+  expect(lines.at(-1)!.msg).toBe('still running')
+  expect(lines[0]!.level).toBe(40)
+})
+
 test('any other uncaught error still ends the process with code 1, logged as fatal', async () => {
   const { code, lines } = await run('bug')
   expect(code).toBe(1)

@@ -109,14 +109,16 @@ export function cookieValue(header: string | null, name: string): string | null 
 
 /**
  * Whether the request comes from the server's own origin: Sec-Fetch-Site, when the browser sends it,
- * must say same-origin, and Origin, when sent, must be `origin`. A request with neither is not from a
- * browser page of ours (browsers send Origin on every POST), so it is refused too.
+ * must say same-origin, and Origin, when it names one, must be `origin`. A form POST from a page under
+ * Referrer-Policy no-referrer (the dashboard's) carries `Origin: null`: then Sec-Fetch-Site, which pages
+ * cannot set, is what vouches. A request with neither is not from a browser page of ours (browsers send
+ * both on every POST), so it is refused too.
  */
 export function isSameOrigin(request: Request, origin: string): boolean {
   const site = request.headers.get('sec-fetch-site')
   if (site !== null && site !== 'same-origin') return false
   const sent = request.headers.get('origin')
-  if (sent !== null) return sent === origin
+  if (sent !== null && sent !== 'null') return sent === origin
   return site === 'same-origin'
 }
 

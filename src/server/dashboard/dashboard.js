@@ -434,7 +434,7 @@ const views = {
           { class: 'card' },
           h('h3', {}, 'Chain (retries, cron runs, reruns)'),
           chain.olderTruncated ? h('p', { class: 'muted small' }, 'Older links exist that are not shown (cleaned up, or beyond 50).') : '',
-          table(['job', '', 'status', 'attempt', 'due', 'finished'], chainRows, 'chain'),
+          table(['job', 'link', 'status', 'attempt', 'due', 'finished'], chainRows, 'chain'),
           chain.newerTruncated ? h('p', { class: 'muted small' }, 'More newer links exist than the 50 shown.') : '',
         ),
         h('section', { class: 'card' }, h('h3', {}, 'Data'), jsonBlock(j.data)),
@@ -454,8 +454,8 @@ function errorOf(result) {
 
 /** Stacked bars, one per minute: succeeded below, failed (red) above. Inline SVG, no library. */
 function minuteChart(buckets) {
-  const W = 600
-  const H = 140
+  const W = 1000
+  const H = 200
   const top = 10
   const bottom = 20
   const max = Math.max(1, ...buckets.map((b) => b.succeeded + b.failed))

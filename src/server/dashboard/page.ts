@@ -23,6 +23,7 @@ function layout(body: string, meta = ''): string {
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="referrer" content="no-referrer">
+<link rel="icon" href="data:,">
 ${meta}<title>Jobs dashboard</title>
 <link rel="stylesheet" href="/dashboard/dashboard.css">
 <script src="/dashboard/dashboard.js" defer></script>

@@ -194,6 +194,9 @@ const envSchema = z.object({
   ADMIN_API_TOKEN: secret.optional(),
   CORS_ORIGINS: list(originProblem).optional(),
   METRICS_TOKEN: secret.optional(),
+  // The admin dashboard (/dashboard): how long its cookie session lasts, and login attempts per minute per client address.
+  DASHBOARD_SESSION_TTL_MS: ms(60_000).default(3600 * 1000),
+  DASHBOARD_LOGIN_RATE_PER_MINUTE: int(1, 10_000).default(10),
   // Abuse limits for signed-in users (admins are exempt from the rate and the pending cap).
   SUBMIT_BATCH_MAX: int(1, 100_000).default(100),
   ADMIN_SUBMIT_BATCH_MAX: int(1, 1_000_000).default(10_000),

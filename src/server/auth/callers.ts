@@ -1,4 +1,5 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
+import type { DashboardCredentials, DashboardSessions } from './dashboardSession'
 import type { Sessions } from './session'
 
 /**
@@ -40,11 +41,41 @@ export function bearerToken(header: string | null): string | null | { refused: s
   return m[1]!
 }
 
-export function createCallerResolver(opts: { sessions: Sessions; adminWallets: readonly string[]; apiToken: string | undefined }) {
+/**
+ * Who a request is. `Authorization: Bearer` decides when it is sent, exactly as before the dashboard
+ * existed (a cookie beside it is ignored). Otherwise the dashboard's cookie may: only with its CSRF token
+ * and from the server's own origin (auth/dashboardSession.ts), and only for an admin; any shortfall is an
+ * anonymous caller with the reason.
+ */
+export function createCallerResolver(opts: {
+  sessions: Sessions
+  adminWallets: readonly string[]
+  apiToken: string | undefined
+  dashboard?: DashboardSessions
+}) {
   const admins = new Set(opts.adminWallets)
-  return async function callerOf(authorization: string | null): Promise<Caller> {
+  const refused = (reason: string): Caller => ({ kind: 'anonymous', refused: reason })
+
+  async function dashboardCaller(dashboard: DashboardSessions, c: DashboardCredentials): Promise<Caller> {
+    if (!c.sameOrigin) return refused("the dashboard's session cookie is accepted from the dashboard's own origin only")
+    const session = await dashboard.verify(c.session)
+    if (typeof session === 'string') return refused(session)
+    if (c.csrfToken === null || !dashboard.csrfMatches(session, c.csrfToken))
+      return refused("the dashboard's session cookie needs the session's X-CSRF-Token header")
+    if (session.subject.kind === 'apiToken') {
+      // Replacing (or removing) ADMIN_API_TOKEN ends the sessions it opened.
+      if (!opts.apiToken || !tokenMatches(session.tokenFingerprint ?? '', dashboard.fingerprint(opts.apiToken)))
+        return refused('the dashboard session was opened with an API token that is no longer valid: sign in again')
+      return { kind: 'apiToken', isAdmin: true }
+    }
+    const { userId, address } = session.subject
+    if (!admins.has(address)) return refused('this wallet is no longer an admin: sign in again')
+    return { kind: 'user', userId, address, isAdmin: true }
+  }
+
+  return async function callerOf(authorization: string | null, dashboard: DashboardCredentials | null = null): Promise<Caller> {
     const token = bearerToken(authorization)
-    if (token === null) return ANONYMOUS
+    if (token === null) return dashboard && opts.dashboard ? dashboardCaller(opts.dashboard, dashboard) : ANONYMOUS
     if (typeof token !== 'string') return { kind: 'anonymous', refused: token.refused }
     if (tokenMatches(token, opts.apiToken)) return { kind: 'apiToken', isAdmin: true }
     const session = await opts.sessions.verify(token)

@@ -96,6 +96,13 @@ export const workerJobs = pgTable(
     // Queries that use it must say `user_id <> 0` too (a bound user id proves nothing in a generic plan).
     index('worker_jobs_pending_user_idx').on(t.userId, t.id).where(sql.raw(`${PENDING_TEXT} AND ${SIGNED_IN_USER_TEXT}`)),
     index('worker_jobs_tag_idx').on(t.tag, t.id).where(sql`tag IS NOT NULL`),
+    // finishedPerMinute (the dashboard's chart) counts the outcomes of the last hour: a range scan of this
+    // index, and with `success` in it an index-only one, so it reads the last hour's rows and no others.
+    // One entry per job, written by the finish; cancelled rows are not outcomes and stay out.
+    index('worker_jobs_finished_at_idx').on(t.finished, t.success).where(sql.raw(`${FINISHED_TEXT} AND cancelled_at IS NULL`)),
+    // The chain of a job (jobChain) walks rescheduled_from_job both ways: older links by primary key,
+    // newer ones (a retry, a cron successor, a rerun) through this. Only rows that follow another have an entry.
+    index('worker_jobs_rescheduled_from_idx').on(t.rescheduledFromJob).where(sql`rescheduled_from_job IS NOT NULL`),
   ],
 )
 

@@ -1,4 +1,5 @@
 import { type Caller, createCallerResolver } from '../auth/callers'
+import { createDashboardSessions } from '../auth/dashboardSession'
 import { AccessError } from '../auth/errors'
 import { resolveSessionSecret } from '../auth/secret'
 import { createSessions } from '../auth/session'
@@ -8,7 +9,10 @@ import { createSubmitPolicy } from '../auth/submitPolicy'
 import { createLiveHub } from '../live/hub'
 import type { ServerApp } from '../serverApp'
 
-/** What every resolver receives: who is calling, decided once per request from its Authorization header. */
+/**
+ * What every resolver receives: who is calling, decided once per request from its Authorization header
+ * (or, for the dashboard, its session cookie with the CSRF header).
+ */
 export interface GqlContext {
   caller: Caller
   request: Request
@@ -24,7 +28,9 @@ export function createAccess(serverApp: ServerApp) {
   const { config } = serverApp
   const issuer = () => serverApp.baseUrl().origin
   const live = createLiveHub({ sql: serverApp.dbHandle.client, db: serverApp.db, log: serverApp.log.child({ component: 'live' }) })
-  const sessions = createSessions({ secret: resolveSessionSecret(config, serverApp.log), ttlMs: config.SESSION_TTL_MS, issuer })
+  const secret = resolveSessionSecret(config, serverApp.log)
+  const sessions = createSessions({ secret, ttlMs: config.SESSION_TTL_MS, issuer })
+  const dashboard = createDashboardSessions({ secret, ttlMs: config.DASHBOARD_SESSION_TTL_MS, issuer })
   // Through serverApp at call time: boot replaces workerManager with the running manager after this is built.
   const submitPolicy = createSubmitPolicy({
     db: serverApp.db,
@@ -40,7 +46,8 @@ export function createAccess(serverApp: ServerApp) {
     live,
     submitPolicy,
     jobActions: createJobActions({ db: serverApp.db, registry: serverApp.registry, submitPolicy }),
-    callerOf: createCallerResolver({ sessions, adminWallets: config.ADMIN_WALLETS, apiToken: config.ADMIN_API_TOKEN }),
+    dashboard,
+    callerOf: createCallerResolver({ sessions, adminWallets: config.ADMIN_WALLETS, apiToken: config.ADMIN_API_TOKEN, dashboard }),
     siwe: createSiwe({
       db: serverApp.db,
       baseUrl: () => serverApp.baseUrl(),

@@ -51,7 +51,7 @@ const STATE_WHERE: Record<Part, SQL> = {
 export async function listJobs(
   db: Database,
   filter: JobListFilter,
-  page: { limit: number; offset: number; newestFirst: boolean },
+  page: { limit: number; offset: number; newestFirst: boolean; byDue?: boolean },
 ): Promise<{ items: WorkerJob[]; total: number }> {
   const common: SQL[] = []
   if (filter.type !== undefined) common.push(eq(workerJobs.type, filter.type))
@@ -62,12 +62,15 @@ export async function listJobs(
   if (filter.status !== undefined) common.push(STATUS_WHERE[filter.status])
   const states = filter.status ? STATES_OF[filter.status] : ALL_PARTS
   const dir = page.newestFirst ? sql`DESC` : sql`ASC`
+  // By due time (DUE_FIRST / DUE_LAST), ties by id. No index is in due order for every state (the claim's
+  // leads with priority), so each part sorts its matching rows (a top-N sort): filter a big table first.
+  const order = page.byDue ? sql`due ${dir}, id ${dir}` : sql`id ${dir}`
   const take = page.offset + page.limit
   const where = (state: Part) => and(STATE_WHERE[state], ...common)
-  const parts = states.map((st) => sql`(SELECT id FROM worker_jobs WHERE ${where(st)} ORDER BY id ${dir} LIMIT ${take})`)
+  const parts = states.map((st) => sql`(SELECT id, due FROM worker_jobs WHERE ${where(st)} ORDER BY ${order} LIMIT ${take})`)
   const counts = states.map((st) => sql`(SELECT count(*) FROM worker_jobs WHERE ${where(st)})`)
   const [idRows, totalRows] = await Promise.all([
-    runQuery(db, sql`SELECT id FROM (${sql.join(parts, sql` UNION ALL `)}) AS p ORDER BY id ${dir} LIMIT ${page.limit} OFFSET ${page.offset}`),
+    runQuery(db, sql`SELECT id FROM (${sql.join(parts, sql` UNION ALL `)}) AS p ORDER BY ${order} LIMIT ${page.limit} OFFSET ${page.offset}`),
     runQuery(db, sql`SELECT (${sql.join(counts, sql` + `)})::int AS total`),
   ])
   const ids = idRows.map((r) => Number(r.id))
@@ -148,5 +151,104 @@ export async function workerOverview(db: Database) {
     servers: servers.map((s) => ({ ...s, live: now - s.lastSeenAt.getTime() < SERVER_STALE_MS })),
     counts,
     crons,
+  }
+}
+
+/** One minute of finishedPerMinute: the outcomes recorded in it (cancelled jobs are neither). */
+export interface MinuteCount {
+  minute: Date
+  succeeded: number
+  failed: number
+}
+
+/**
+ * Outcomes per minute over the last `minutes` minutes, the current one included, oldest first, every minute
+ * present (zero when nothing finished). Bounded by the finished time: a range scan of
+ * worker_jobs_finished_at_idx (finished, success), whose predicate this WHERE repeats, so a big table costs
+ * only the rows of the window. The minutes come from the database's clock, which also stamps `finished`.
+ */
+export async function finishedPerMinute(db: Database, minutes: number): Promise<MinuteCount[]> {
+  const rows = await runQuery(
+    db,
+    sql`WITH w AS (SELECT date_trunc('minute', now()) - make_interval(mins => ${minutes - 1}) AS since, date_trunc('minute', now()) AS until),
+    c AS (
+      SELECT date_trunc('minute', finished) AS minute,
+             count(*) FILTER (WHERE success IS TRUE)::int AS succeeded,
+             count(*) FILTER (WHERE success IS NOT TRUE)::int AS failed
+      FROM worker_jobs
+      WHERE ${FINISHED} AND cancelled_at IS NULL AND finished >= (SELECT since FROM w)
+      GROUP BY 1
+    )
+    SELECT m.minute, coalesce(c.succeeded, 0) AS succeeded, coalesce(c.failed, 0) AS failed
+    FROM w, generate_series(w.since, w.until, interval '1 minute') AS m(minute)
+    LEFT JOIN c ON c.minute = m.minute
+    ORDER BY m.minute`,
+  )
+  return rows.map((r) => ({ minute: new Date(r.minute as string | Date), succeeded: Number(r.succeeded), failed: Number(r.failed) }))
+}
+
+/** A job's chain: the rows it follows (oldest first) and the rows that follow it (by id), each side bounded. */
+export interface JobChain {
+  job: WorkerJob
+  older: WorkerJob[]
+  newer: WorkerJob[]
+  /** The oldest link found follows a row that no longer exists (cleanup deleted it), or the walk stopped at the bound. */
+  olderTruncated: boolean
+  /** More newer links than the bound. */
+  newerTruncated: boolean
+}
+
+/**
+ * Follows rescheduled_from_job from one job both ways: back to the rows it retries or succeeds, forward
+ * to its retries, cron successors and reruns (a job can have several: a retry and reruns). Each side
+ * stops after `limit` links (and a hand-written cycle stops there too). Older links are read by primary
+ * key, newer ones through worker_jobs_rescheduled_from_idx. `ownerUserId`: a user's walk stays in their rows.
+ */
+export async function jobChain(db: Database, id: number, limit: number, ownerUserId?: number): Promise<JobChain | null> {
+  const job = await findJob(db, id, ownerUserId)
+  if (!job) return null
+  const mine = (alias: string) => (ownerUserId === undefined ? sql`TRUE` : sql`${sql.raw(alias)}.user_id = ${ownerUserId}`)
+  const [olderRows, newerRows] = await Promise.all([
+    job.rescheduledFromJob === null
+      ? Promise.resolve([])
+      : runQuery(
+          db,
+          sql`WITH RECURSIVE back(id, depth) AS (
+            SELECT ${job.rescheduledFromJob}::bigint, 1
+            UNION ALL
+            SELECT w.rescheduled_from_job, b.depth + 1 FROM back b JOIN worker_jobs w ON w.id = b.id
+            WHERE w.rescheduled_from_job IS NOT NULL AND b.depth <= ${limit} AND ${mine('w')}
+          )
+          SELECT id, depth FROM back ORDER BY depth LIMIT ${limit + 1}`,
+        ),
+    runQuery(
+      db,
+      sql`WITH RECURSIVE fwd(id, depth) AS (
+        SELECT w.id, 1 FROM worker_jobs w WHERE w.rescheduled_from_job = ${id} AND ${mine('w')}
+        UNION ALL
+        SELECT w.id, f.depth + 1 FROM fwd f JOIN worker_jobs w ON w.rescheduled_from_job = f.id
+        WHERE f.depth <= ${limit} AND ${mine('w')}
+      )
+      SELECT id FROM fwd LIMIT ${limit + 1}`,
+    ),
+  ])
+  const olderIds = olderRows.map((r) => Number(r.id))
+  const newerIds = newerRows.map((r) => Number(r.id))
+  const wanted = [...olderIds.slice(0, limit), ...newerIds.slice(0, limit)]
+  const rows = wanted.length === 0 ? [] : await db.select().from(workerJobs).where(and(inArray(workerJobs.id, wanted), ownerUserId === undefined ? undefined : eq(workerJobs.userId, ownerUserId)))
+  const byId = new Map(rows.map((r) => [r.id, r]))
+  const older = olderIds.slice(0, limit).flatMap((i) => byId.get(i) ?? [])
+  // Nearest first from the walk; the page shows them oldest first.
+  older.reverse()
+  const newer = newerIds
+    .slice(0, limit)
+    .flatMap((i) => byId.get(i) ?? [])
+    .sort((a, b) => a.id - b.id)
+  return {
+    job,
+    older,
+    newer,
+    olderTruncated: olderIds.length > limit || older.length < Math.min(olderIds.length, limit),
+    newerTruncated: newerIds.length > limit,
   }
 }

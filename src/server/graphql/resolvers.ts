@@ -10,7 +10,9 @@ import type { Access, GqlContext } from './access'
 import { answering, badInput } from './errors'
 import {
   findJob,
+  finishedPerMinute,
   findUser,
+  jobChain,
   type JobListFilter,
   listJobs,
   listNotifications,
@@ -48,6 +50,17 @@ function parseId(id: string, field = 'id'): number {
   if (typeof id !== 'string' || !/^[1-9]\d{0,15}$/.test(id) || !Number.isSafeInteger(Number(id)))
     throw badInput(field, `Invalid argument ${field}: expected a positive integer, got ${JSON.stringify(String(id).slice(0, 40))}`)
   return Number(id)
+}
+
+/** The most minutes finishedPerMinute covers (a day), and the most links jobChain follows each way. */
+export const MAX_CHART_MINUTES = 1440
+export const MAX_CHAIN_LINKS = 50
+
+/** An integer argument within bounds, or BAD_USER_INPUT naming it. */
+function boundedInt(field: string, v: number | null | undefined, fallback: number, min: number, max: number): number {
+  const n = v ?? fallback
+  if (!Number.isInteger(n) || n < min || n > max) throw badInput(field, `Invalid argument ${field}: must be an integer between ${min} and ${max}, got ${n}`)
+  return n
 }
 
 /** A filter string: at most 200 characters, none that Postgres cannot store (the query would fail on it). */
@@ -144,7 +157,28 @@ export function createResolvers(serverApp: ServerApp, access: Access) {
             tag: filterText(f.tag, 'tag'),
             userId: owner ?? f.userId ?? undefined,
           }
-          return listJobs(db, filter, { ...page(ctx, args.limit, args.offset), newestFirst: args.order !== 'OLDEST_FIRST' })
+          const order = args.order ?? 'NEWEST_FIRST'
+          return listJobs(db, filter, {
+            ...page(ctx, args.limit, args.offset),
+            newestFirst: order === 'NEWEST_FIRST' || order === 'DUE_LAST',
+            byDue: order === 'DUE_FIRST' || order === 'DUE_LAST',
+          })
+        }),
+      finishedPerMinute: (_: unknown, args: { minutes?: number | null }, ctx: GqlContext) =>
+        answering(() => {
+          admin(ctx)
+          return finishedPerMinute(db, boundedInt('minutes', args.minutes, 60, 1, MAX_CHART_MINUTES))
+        }),
+      jobChain: (_: unknown, args: { id: string; limit?: number | null }, ctx: GqlContext) =>
+        answering(async () => {
+          const owner = ownerOf(signedIn(ctx))
+          const id = parseId(args.id)
+          const limit = boundedInt('limit', args.limit, MAX_CHAIN_LINKS, 1, MAX_CHAIN_LINKS)
+          // Its rows (up to limit each way) count against the request's row budget, as a list's do.
+          ctx.spent.rows += 2 * limit
+          if (ctx.spent.rows > MAX_ROWS_PER_REQUEST)
+            throw badInput('limit', `at most ${MAX_ROWS_PER_REQUEST} rows per request across all lists (the limits of this request add up to ${ctx.spent.rows})`)
+          return jobChain(db, id, limit, owner)
         }),
       workerStatus: (_: unknown, __: unknown, ctx: GqlContext) =>
         answering(async () => {

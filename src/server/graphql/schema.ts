@@ -90,6 +90,31 @@ export const typeDefs = /* GraphQL */ `
   enum JobOrder {
     NEWEST_FIRST
     OLDEST_FIRST
+    "By due time, the earliest first (ties by id)."
+    DUE_FIRST
+    "By due time, the latest first."
+    DUE_LAST
+  }
+
+  "The outcomes recorded in one minute (cancelled jobs count as neither)."
+  type MinuteCount {
+    "The start of the minute."
+    minute: DateTime!
+    succeeded: Int!
+    failed: Int!
+  }
+
+  "A job's history through rescheduledFromJob: what it retries or succeeds, and what retries, succeeds or reruns it."
+  type JobChain {
+    job: WorkerJob!
+    "The rows it follows, oldest first (at most limit)."
+    older: [WorkerJob!]!
+    "The rows that follow it, in id order (at most limit; a job may have a retry and several reruns)."
+    newer: [WorkerJob!]!
+    "The chain goes back further than older shows (the limit, or a link cleanup already deleted)."
+    olderTruncated: Boolean!
+    "More rows follow than newer shows."
+    newerTruncated: Boolean!
   }
 
   type JobPage {
@@ -180,6 +205,10 @@ export const typeDefs = /* GraphQL */ `
     jobs(filter: JobFilter, limit: Int = 50, offset: Int = 0, order: JobOrder = NEWEST_FIRST): JobPage!
     "Admins only."
     workerStatus: WorkerStatus!
+    "Admins only. Jobs finished per minute over the last minutes (1..1440), oldest first, the current minute last."
+    finishedPerMinute(minutes: Int = 60): [MinuteCount!]!
+    "The job (one the caller may see) and its chain, limit (1..50) links each way; null when it is not there."
+    jobChain(id: ID!, limit: Int = 50): JobChain
     "Newest first. limit is 1..100."
     myNotifications(limit: Int = 50, offset: Int = 0): [Notification!]!
   }

@@ -1,4 +1,5 @@
 import { Elysia } from 'elysia'
+import { createDashboardRoutes } from '../dashboard/routes'
 import type { GraphqlExtension } from '../graphql/extend'
 import { createGraphQLHandler } from '../graphql/handler'
 import type { ServerApp } from '../serverApp'
@@ -14,6 +15,7 @@ import {
   refuseDeepJsonParams,
   refuseNonJsonBody,
 } from './guards'
+import { refuseCrossSiteCookie } from './dashboardGuard'
 import { checkHealth } from './health'
 import { createMetrics } from './metrics'
 
@@ -44,6 +46,7 @@ export function createHttpApp(serverApp: ServerApp, manager: WorkerManager | nul
       return undefined // not listening yet
     }
   }
+  const dashboard = createDashboardRoutes(serverApp, graphql.access, { clientAddress: (request) => app.server?.requestIP(request)?.address })
   const cors = createCorsPolicy(config, () => listening() ?? app.server?.url.href)
   const reply = (request: Request, response: Response) => cors.apply(request, response)
 
@@ -52,6 +55,8 @@ export function createHttpApp(serverApp: ServerApp, manager: WorkerManager | nul
       // Yoga itself refuses a mutation over GET (405), so GET only ever reads.
       return refuseDeepJsonParams(new URL(request.url)) ?? graphql.fetch(request)
     }
+    const crossSite = refuseCrossSiteCookie(request, serverApp.baseUrl().origin)
+    if (crossSite) return crossSite
     const refused = refuseNonJsonBody(request)
     if (refused) return refused
     const body = await readBodyCapped(request, limit)
@@ -100,6 +105,12 @@ export function createHttpApp(serverApp: ServerApp, manager: WorkerManager | nul
     })
     // graphql-yoga is a fetch handler: it reads the raw request itself, so Elysia must not parse the body.
     .all('/graphql', async ({ request }) => reply(request, await graphqlRequest(request)), { parse: 'none' })
+    // The admin dashboard (src/server/dashboard): a same-origin page, so no CORS headers.
+    .get('/dashboard', ({ request }) => dashboard.page(request))
+    .get('/dashboard/dashboard.js', () => dashboard.asset('/dashboard/dashboard.js'))
+    .get('/dashboard/dashboard.css', () => dashboard.asset('/dashboard/dashboard.css'))
+    .post('/dashboard/login', ({ request }) => dashboard.login(request), { parse: 'none' })
+    .post('/dashboard/logout', ({ request }) => dashboard.logout(request), { parse: 'none' })
   // Boot calls it on stop, after HTTP stops and before the pool closes: it ends the live subscriptions.
   return Object.assign(app, { closeGraphql: graphql.close })
 }

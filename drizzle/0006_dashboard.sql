@@ -1,0 +1,2 @@
+CREATE INDEX "worker_jobs_finished_at_idx" ON "worker_jobs" USING btree ("finished","success") WHERE finished IS NOT NULL AND cancelled_at IS NULL;--> statement-breakpoint
+CREATE INDEX "worker_jobs_rescheduled_from_idx" ON "worker_jobs" USING btree ("rescheduled_from_job") WHERE rescheduled_from_job IS NOT NULL;

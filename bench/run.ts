@@ -13,6 +13,7 @@ import { bestOf, jobsPerSec } from './best'
 import { clearRunRows, oursBulkSubmit, oursIdleCost, oursLatency, oursThroughput, prepareOursDb, resetOursTable, startOurs } from './ours'
 import { GRAPHILE_BEST, GRAPHILE_DEFAULT, graphileBulkSubmit, graphileLatency, graphileThroughput, prepareGraphileDb } from './peers/graphile'
 import { PGBOSS_BEST, PGBOSS_DEFAULT, pgbossBulkSubmit, pgbossThroughput, preparePgBossDb } from './peers/pgboss'
+import { graphileShapes, pgbossShapes } from './peers/shapes'
 import { measureRaw } from './raw'
 import { oursShapes } from './shapes'
 import { summarizeResults, updateReadme } from './summary'
@@ -63,12 +64,14 @@ const gLatDefault = await graphileLatency(cfg, gUrl, GRAPHILE_DEFAULT, 'graphile
   settleMs: cfg.idleSettleMs,
 })
 const gLatBest = await graphileLatency(cfg, gUrl, GRAPHILE_BEST, 'graphile-worker best: pickup latency')
+const gShapes = await graphileShapes(cfg, gUrl, oursShapesResult.ioBound.jobs)
 
 step('4/4 pg-boss')
 const bUrl = await preparePgBossDb()
 const bBulk = await pgbossBulkSubmit(cfg, bUrl)
 const bDefault = await pgbossThroughput(cfg, bUrl, PGBOSS_DEFAULT, 'pg-boss default: throughput', cfg.slowDefaultCapMs)
 const bBest = await bestOf(cfg.throughputRuns, (i) => pgbossThroughput(cfg, bUrl, PGBOSS_BEST, `pg-boss best: throughput${runLabel(i)}`), jobsPerSec)
+const bShapes = await pgbossShapes(cfg, bUrl, oursShapesResult.ioBound.jobs)
 
 const results = summarizeResults({
   cfg,
@@ -78,8 +81,8 @@ const results = summarizeResults({
   machine: { ...machine, loadAvgAtEnd: Math.round((loadavg()[0] ?? 0) * 100) / 100 },
   raw,
   ours: { bulk: oursBulk, empty: oursEmpty, scale: oursScale, idle: oursIdle, latency: oursLat, shapes: oursShapesResult },
-  graphile: { bulk: gBulk, default: gDefault, best: gBest, latencyDefault: gLatDefault, latencyBest: gLatBest.latency },
-  pgboss: { bulk: bBulk, default: bDefault, best: bBest },
+  graphile: { bulk: gBulk, default: gDefault, best: gBest, latencyDefault: gLatDefault, latencyBest: gLatBest.latency, shapes: gShapes },
+  pgboss: { bulk: bBulk, default: bDefault, best: bBest, shapes: bShapes },
 })
 
 mkdirSync(new URL('./results/', import.meta.url), { recursive: true })

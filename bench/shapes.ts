@@ -6,7 +6,7 @@ import { jobs as benchJobs } from './benchJobs'
 import type { BenchConfig } from './config'
 import { connect, sleep } from './db'
 import { type OursServer, resetOursTable, startOurs } from './ours'
-import { openProbeReceiver } from './probe'
+import { openProbeReceiver, type ProbeData } from './probe'
 import { progressLine, step } from './progress'
 import { type LatencySummary, nowMs, round, summarize } from './stats'
 import { measureThroughput, type ThroughputResult } from './throughput'
@@ -23,8 +23,23 @@ import { measureThroughput, type ThroughputResult } from './throughput'
 
 /** WORKER_COUNT x the default WORKER_CONCURRENCY (src/server/config.ts), as startOurs runs it. */
 export const OURS_SLOTS = 2 * 250
-const WAIT_MS = 100
+export const WAIT_MS = 100
 const SERIAL_MS = 5
+
+/** A system under the I/O-bound and priority shapes (ours, graphile-worker, pg-boss: peers/shapes.ts). */
+export interface ShapeTarget {
+  name: string
+  /** Its worker processes, for CPU and RSS. */
+  pids: readonly number[]
+  /** Queues `n` jobs that each wait WAIT_MS, in one statement. */
+  insertBacklog(n: number): Promise<void>
+  /** Whether every one of those is finished: polled, so it stops at the first unfinished row. */
+  drained(): Promise<boolean>
+  /** How many of those are not finished yet (a count: for progress only). */
+  remaining(): Promise<number>
+  /** Submits one high-priority probe job (its handler reports its start over UDP, see probe.ts). */
+  submitProbe(data: ProbeData): Promise<void>
+}
 
 export interface ShapesResult {
   ioBound: ThroughputResult & { ceilingJobsPerSec: number; ofCeiling: number }
@@ -47,27 +62,27 @@ const remaining = async (sql: postgres.Sql) =>
 export async function oursShapes(cfg: BenchConfig, url: string): Promise<ShapesResult> {
   const jobs = cfg.quick ? 5_000 : 50_000
   const sql = connect(url, 2)
+  const handle = createDb(url, { max: 1, applicationName: 'bench submitter' })
+  const submitter = createSubmitter(handle.db, buildRegistry(benchJobs))
   try {
     await resetOursTable(url)
     let server = await startOurs(url)
-    const io = await measureThroughput({
-      label: `ours: I/O-bound, ${jobs.toLocaleString()} jobs of ${WAIT_MS} ms`,
-      jobs,
-      capMs: cfg.throughputCapMs,
-      pollMs: cfg.pollMs,
+    const ours = (priority: number): ShapeTarget => ({
+      name: 'ours',
       pids: [server.spawned.proc.pid, ...server.pids],
-      rssPids: server.pids,
-      insert: () => insertWaits(sql, jobs).then(() => {}),
-      allFinished: () => allFinished(sql),
+      insertBacklog: (n) => insertWaits(sql, n).then(() => {}),
+      drained: async () => (await sql`SELECT 1 FROM worker_jobs WHERE type = 'wait' AND finished IS NULL LIMIT 1`).length === 0,
       remaining: () => remaining(sql),
+      submitProbe: (data) => submitter.submitJob({ type: 'latencyProbe', priority, data }).then(() => {}),
     })
+    const io = await ioBound(cfg, ours(-1), jobs, server.pids)
     const ceilingJobsPerSec = OURS_SLOTS / (WAIT_MS / 1000)
-    const ioBound = { ...io, ceilingJobsPerSec, ofCeiling: round(io.jobsPerSec / ceilingJobsPerSec, 3) }
+    const ioBoundResult = { ...io, ceilingJobsPerSec, ofCeiling: round(io.jobsPerSec / ceilingJobsPerSec, 3) }
 
     await resetOursTable(url)
-    const high = await lateness(sql, url, jobs, -1, 'ours: priority -1 probes under an I/O backlog')
+    const high = await probeLateness(ours(-1), jobs, 'ours: priority -1 probes under an I/O backlog')
     await resetOursTable(url)
-    const control = await lateness(sql, url, jobs, 0, 'ours: priority 0 probes under the same backlog (control)')
+    const control = await probeLateness(ours(0), jobs, 'ours: priority 0 probes under the same backlog (control)')
     await server.stop()
 
     // The limited type needs its own server: registering it costs every worker a claim.
@@ -86,31 +101,45 @@ export async function oursShapes(cfg: BenchConfig, url: string): Promise<ShapesR
       `  ours: concurrency-1 type (${SERIAL_MS} ms jobs): ${aloneJobsPerSec} jobs/s alone, ${inFloodJobsPerSec} jobs/s inside the flood; flood ${floodAlone} -> ${floodWithLimited} jobs/s`,
     )
     return {
-      ioBound,
+      ioBound: ioBoundResult,
       priority: { high, control, backlog: jobs },
       limited: { aloneJobsPerSec, inFloodJobsPerSec, floodAloneJobsPerSec: floodAlone, floodWithLimitedJobsPerSec: floodWithLimited },
     }
   } finally {
+    await handle.close()
     await sql.end()
   }
+}
+
+/** `jobs` I/O-bound jobs queued at once, drained by the target's workers. */
+export function ioBound(cfg: BenchConfig, target: ShapeTarget, jobs: number, rssPids?: readonly number[]): Promise<ThroughputResult> {
+  return measureThroughput({
+    label: `${target.name}: I/O-bound, ${jobs.toLocaleString()} jobs of ${WAIT_MS} ms`,
+    jobs,
+    capMs: cfg.throughputCapMs,
+    pollMs: cfg.pollMs,
+    pids: target.pids,
+    ...(rssPids ? { rssPids } : {}),
+    insert: () => target.insertBacklog(jobs),
+    allFinished: () => target.drained(),
+    remaining: () => target.remaining(),
+  })
 }
 
 /**
  * Queues `backlog` I/O-bound jobs, then, while they drain, submits one probe every 100 ms at `priority`
  * and takes how long after its submit each started (the probe handler reports over UDP, see probe.ts).
  */
-async function lateness(sql: postgres.Sql, url: string, backlog: number, priority: number, label: string): Promise<LatencySummary> {
-  const handle = createDb(url, { max: 1, applicationName: 'bench submitter' })
-  const submitter = createSubmitter(handle.db, buildRegistry(benchJobs))
+export async function probeLateness(target: ShapeTarget, backlog: number, label: string): Promise<LatencySummary> {
   const receiver = await openProbeReceiver()
   const line = progressLine()
   const samples: number[] = []
   try {
-    await insertWaits(sql, backlog)
+    await target.insertBacklog(backlog)
     const pending: Promise<void>[] = []
-    for (let seq = 0; !(await loadDrained(sql)); seq++) {
+    for (let seq = 0; !(await target.drained()); seq++) {
       const t = nowMs()
-      await submitter.submitJob({ type: 'latencyProbe', priority, data: { seq, t, port: receiver.port } })
+      await target.submitProbe({ seq, t, port: receiver.port })
       pending.push(
         receiver.next(seq, 60_000).then((r) => {
           if (r) samples.push(r.startedAt - r.t)
@@ -122,15 +151,11 @@ async function lateness(sql: postgres.Sql, url: string, backlog: number, priorit
     await Promise.all(pending)
   } finally {
     receiver.close()
-    await handle.close()
   }
   const s = summarize(samples)
   line.done(`${label}: ${s.samples} probes, start after submit p50 ${s.p50} ms, p99 ${s.p99} ms, max ${s.max} ms`)
   return s
 }
-
-const loadDrained = async (sql: postgres.Sql) =>
-  (await sql`SELECT 1 FROM worker_jobs WHERE type = 'wait' AND finished IS NULL LIMIT 1`).length === 0
 
 /** `n` serial jobs queued at once, run alone: their rate from first start to last finish. */
 async function serialRate(sql: postgres.Sql, server: OursServer, n: number, cfg: BenchConfig): Promise<number> {

@@ -5,6 +5,7 @@ import type { LatencyResult } from './latency'
 import type { MachineInfo } from './machine'
 import type { IdleCost } from './ours'
 import type { RawResult } from './raw'
+import type { PeerShapes } from './peers/shapes'
 import type { ShapesResult } from './shapes'
 import { markdownTable, type Row, row, type Target, targetsTable } from './report'
 import { round } from './stats'
@@ -26,8 +27,9 @@ export interface RunData {
     best: ThroughputResult
     latencyDefault: { latency: LatencyResult; idle?: IdleLoad; idleRssMb?: number }
     latencyBest: LatencyResult
+    shapes: PeerShapes
   }
-  pgboss: { bulk: Bulk; default: ThroughputResult; best: ThroughputResult }
+  pgboss: { bulk: Bulk; default: ThroughputResult; best: ThroughputResult; shapes: PeerShapes }
 }
 
 const maxOf = (m: Record<string, number>) => Math.max(...Object.values(m))
@@ -65,7 +67,11 @@ export function summarizeResults(d: RunData): { json: Record<string, any>; markd
   const sh = o.shapes
   rows.push(
     row({ scenario: `I/O-bound: ${sh.ioBound.jobs.toLocaleString()} jobs of 100 ms`, unit: 'jobs/s', better: 'higher', ours: sh.ioBound.jobsPerSec, peer: `the ceiling of its ${sh.ioBound.ceilingJobsPerSec / 10} slots`, peerValue: sh.ioBound.ceilingJobsPerSec }),
+    row({ scenario: `I/O-bound: ${sh.ioBound.jobs.toLocaleString()} jobs of 100 ms`, unit: 'jobs/s', better: 'higher', ours: sh.ioBound.jobsPerSec, peer: `graphile-worker, concurrency ${sh.ioBound.ceilingJobsPerSec / 10}, localQueue as deep`, peerValue: g.shapes.ioBound.jobsPerSec, note: capNote(g.shapes.ioBound) }),
+    row({ scenario: `I/O-bound: ${sh.ioBound.jobs.toLocaleString()} jobs of 100 ms`, unit: 'jobs/s', better: 'higher', ours: sh.ioBound.jobsPerSec, peer: `pg-boss, batchSize 100 x localConcurrency ${sh.ioBound.ceilingJobsPerSec / 1000}`, peerValue: d.pgboss.shapes.ioBound.jobsPerSec, note: capNote(d.pgboss.shapes.ioBound) }),
     row({ scenario: 'Priority -1 probe under that backlog: start after submit p99', unit: 'ms', better: 'lower', ours: sh.priority.high.p99, peer: 'ours, the same probe at priority 0', peerValue: sh.priority.control.p99 }),
+    row({ scenario: 'High-priority probe under that backlog: start after submit p99', unit: 'ms', better: 'lower', ours: sh.priority.high.p99, peer: 'graphile-worker, priority -1 (same configuration)', peerValue: g.shapes.priority.p99 }),
+    row({ scenario: 'High-priority probe under that backlog: start after submit p99', unit: 'ms', better: 'lower', ours: sh.priority.high.p99, peer: 'pg-boss, priority 1 in the same queue', peerValue: d.pgboss.shapes.priority.p99 }),
     row({ scenario: 'Concurrency-1 type (5 ms jobs) inside a no-op flood', unit: 'jobs/s', better: 'higher', ours: sh.limited.inFloodJobsPerSec, peer: 'ours, the same type alone', peerValue: sh.limited.aloneJobsPerSec }),
     row({ scenario: 'No-op flood with a concurrency-1 type mixed in', unit: 'jobs/s', better: 'higher', ours: sh.limited.floodWithLimitedJobsPerSec, peer: 'ours, the flood alone (same server)', peerValue: sh.limited.floodAloneJobsPerSec }),
   )
@@ -83,6 +89,11 @@ export function summarizeResults(d: RunData): { json: Record<string, any>; markd
     { target: 'Bulk submit >= 100,000 jobs/s', actual: `${o.bulk.jobsPerSec} jobs/s`, met: o.bulk.jobsPerSec >= 100_000 },
     { target: 'Each child RSS <= 80 MB (busy and idle)', actual: `busy ${oursBusyRss} MB, idle ${oursIdleRss} MB`, met: oursBusyRss <= 80 && oursIdleRss <= 80 },
     { target: 'I/O-bound: >= 90% of the ceiling the slots allow', actual: `${sh.ioBound.jobsPerSec} of ${sh.ioBound.ceilingJobsPerSec} jobs/s = ${round(sh.ioBound.ofCeiling * 100, 1)}%`, met: sh.ioBound.ofCeiling >= 0.9 },
+    {
+      target: 'I/O-bound: >= 2x each peer at the same total concurrency',
+      actual: `${sh.ioBound.jobsPerSec} vs graphile-worker ${g.shapes.ioBound.jobsPerSec} (${x(sh.ioBound.jobsPerSec, g.shapes.ioBound.jobsPerSec)}), pg-boss ${d.pgboss.shapes.ioBound.jobsPerSec} (${x(sh.ioBound.jobsPerSec, d.pgboss.shapes.ioBound.jobsPerSec)}) jobs/s`,
+      met: sh.ioBound.jobsPerSec >= 2 * Math.max(g.shapes.ioBound.jobsPerSec, d.pgboss.shapes.ioBound.jobsPerSec),
+    },
     { target: 'Priority under load: start lateness p99 <= 50 ms', actual: `p99 ${sh.priority.high.p99} ms (priority 0: ${sh.priority.control.p99} ms)`, met: sh.priority.high.p99 <= 50 },
     { target: 'Limited type inside a flood: >= 90% of its rate alone', actual: `${sh.limited.inFloodJobsPerSec} vs ${sh.limited.aloneJobsPerSec} jobs/s = ${x(sh.limited.inFloodJobsPerSec, sh.limited.aloneJobsPerSec)}`, met: sh.limited.inFloodJobsPerSec >= 0.9 * sh.limited.aloneJobsPerSec },
     { target: 'The flood loses <= 10% to the limited type', actual: `${sh.limited.floodWithLimitedJobsPerSec} vs ${sh.limited.floodAloneJobsPerSec} jobs/s = ${x(sh.limited.floodWithLimitedJobsPerSec, sh.limited.floodAloneJobsPerSec)}`, met: sh.limited.floodWithLimitedJobsPerSec >= 0.9 * sh.limited.floodAloneJobsPerSec },
@@ -90,7 +101,8 @@ export function summarizeResults(d: RunData): { json: Record<string, any>; markd
   ]
   const incomplete: string[] = []
   for (const [name, t] of [['ours empty', o.empty], ['ours scale', o.scale]] as const) if (!t.capped && !t.verified) incomplete.push(`${name}: rows without the full lifecycle`)
-  for (const [name, l] of [['ours', o.latency], ['graphile default', gl], ['graphile best', g.latencyBest]] as const) if (l.samples === 0) incomplete.push(`${name}: no latency sample arrived`)
+  const probes = [['ours', o.latency], ['graphile default', gl], ['graphile best', g.latencyBest], ['ours priority probes', sh.priority.high], ['graphile-worker priority probes', g.shapes.priority], ['pg-boss priority probes', d.pgboss.shapes.priority]] as const
+  for (const [name, l] of probes) if (l.samples === 0) incomplete.push(`${name}: no latency sample arrived`)
   const m = d.machine
   const header = [
     `## Results (${d.cfg.quick ? 'quick' : 'full'} run, ${d.startedAt})`,
@@ -106,8 +118,10 @@ export function summarizeResults(d: RunData): { json: Record<string, any>; markd
     [`ours, ${d.cfg.preFinishedRows.toLocaleString()} finished rows`, o.scale],
     ['graphile-worker, default', g.default],
     ['graphile-worker, best', g.best],
+    ['graphile-worker, I/O-bound', g.shapes.ioBound],
     ['pg-boss, default', d.pgboss.default],
     ['pg-boss, best', d.pgboss.best],
+    ['pg-boss, I/O-bound', d.pgboss.shapes.ioBound],
   ]
   const cpuTable = [
     '| Throughput run | Jobs/s | Seconds | CPU s, system under test | CPU s, Postgres | CPU s, everything else | Machine busy |',

@@ -24,7 +24,7 @@ export async function prepareGraphileDb(): Promise<string> {
   return url
 }
 
-async function startGraphile(url: string, config: GraphileConfig) {
+export async function startGraphile(url: string, config: GraphileConfig) {
   const spawned = spawnProcess([process.execPath, ENTRY, JSON.stringify({ connectionString: url, ...config })], {}, (m) => m.type === 'ready')
   await spawned.ready
   return spawned
@@ -107,7 +107,7 @@ export async function graphileBulkSubmit(cfg: BenchConfig, url: string): Promise
   }
 }
 
-function quietLogger() {
+export function quietLogger() {
   // Its Logger class with a log factory that drops everything: the bench process prints only progress.
   return new GraphileLogger(() => () => {})
 }

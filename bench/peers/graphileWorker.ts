@@ -26,6 +26,10 @@ const runner = await run({
   preset: { worker },
   taskList: {
     noop: async () => {},
+    // The I/O-bound shape: a timer, as a handler waiting on an RPC call.
+    wait: async (payload) => {
+      await new Promise((r) => setTimeout(r, (payload as { ms: number }).ms))
+    },
     latencyProbe: async (payload) => {
       reportProbeStart(payload as ProbeData)
     },

@@ -8,7 +8,7 @@ import { measureThroughput, type ThroughputResult } from '../throughput'
 import type { PgBossOptions } from './pgbossWorker'
 
 export const PGBOSS_DB = 'bench_pgboss'
-const ENTRY = new URL('./pgbossWorker.ts', import.meta.url).pathname
+export const PGBOSS_ENTRY = new URL('./pgbossWorker.ts', import.meta.url).pathname
 
 export type PgBossConfig = Omit<PgBossOptions, 'connectionString'>
 /** pg-boss's defaults: one job per fetch, one worker, a 2 s poll between fetches. */
@@ -17,7 +17,7 @@ export const PGBOSS_DEFAULT: PgBossConfig = {}
 export const PGBOSS_BEST: PgBossConfig = { work: { batchSize: 100, burstWhenBatchFull: true, localConcurrency: 4 } }
 
 /** A pg-boss client for the bench process: it only inserts, so no maintenance or scheduling of its own. */
-async function client(url: string): Promise<PgBoss> {
+export async function client(url: string): Promise<PgBoss> {
   const boss = new PgBoss({ connectionString: url, supervise: false, schedule: false, migrate: false })
   boss.on('error', (err) => step(`  pg-boss client error: ${err.message}`))
   await boss.start()
@@ -29,6 +29,7 @@ export async function preparePgBossDb(): Promise<string> {
   const boss = new PgBoss({ connectionString: url, supervise: false, schedule: false })
   await boss.start()
   await boss.createQueue('noop')
+  await boss.createQueue('wait')
   await boss.stop()
   return url
 }
@@ -36,7 +37,7 @@ export async function preparePgBossDb(): Promise<string> {
 export async function pgbossThroughput(cfg: BenchConfig, url: string, config: PgBossConfig, label: string, capMs = cfg.throughputCapMs): Promise<ThroughputResult> {
   const sql = connect(url)
   const boss = await client(url)
-  const worker = spawnProcess([process.execPath, ENTRY, JSON.stringify({ connectionString: url, ...config })], {}, (m) => m.type === 'ready')
+  const worker = spawnProcess([process.execPath, PGBOSS_ENTRY, JSON.stringify({ connectionString: url, ...config })], {}, (m) => m.type === 'ready')
   await worker.ready
   try {
     const jobs = Array.from({ length: cfg.jobs }, () => ({ data: {} }))

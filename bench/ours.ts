@@ -38,6 +38,7 @@ export async function prepareOursDb(): Promise<string> {
  */
 export async function startOurs(url: string, extraEnv: Record<string, string> = {}): Promise<OursServer> {
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(WORKER_|CRON_|LOG_)/.test(k))) as Record<string, string>
+  const children = Number(extraEnv.WORKER_COUNT ?? WORKER_COUNT)
   const spawned = spawnProcess([process.execPath, ENTRY], {
     ...env,
     NODE_ENV: 'production',
@@ -63,7 +64,7 @@ export async function startOurs(url: string, extraEnv: Record<string, string> = 
       const [row] = await sql`
         SELECT count(DISTINCT application_name)::int AS n FROM pg_stat_activity
         WHERE datname = ${OURS_DB} AND application_name LIKE 'worker %'`
-      if ((row?.n ?? 0) >= WORKER_COUNT) break
+      if ((row?.n ?? 0) >= children) break
       if (i > 300) throw new Error('our worker children did not connect within 15 s')
       await sleep(50)
     }
@@ -75,7 +76,7 @@ export async function startOurs(url: string, extraEnv: Record<string, string> = 
   // children are its workers; the benchmark runs no development services beside them.
   const pid = spawned.proc.pid
   const pids = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number)
-  if (pids.length !== WORKER_COUNT) throw new Error(`expected ${WORKER_COUNT} worker children of ${pid}, found ${pids.length}`)
+  if (pids.length !== children) throw new Error(`expected ${children} worker children of ${pid}, found ${pids.length}`)
   return { spawned, pids, stop: () => spawned.stop() }
 }
 

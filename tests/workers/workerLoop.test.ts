@@ -91,8 +91,9 @@ async function claimHeldOnLock(holdMs: number) {
   return { loop, queue, holder, job }
 }
 
-function newLoop(serverApp: ServerApp, queue: QueueDb): WorkerLoop {
+function newLoop(serverApp: ServerApp, queue: QueueDb, notifyAnswerDelayMs = 0): WorkerLoop {
   return new WorkerLoop(serverApp, serverApp.log, {
+    notifyAnswerDelayMs,
     workerId: `test/${Math.random().toString(36).slice(2, 8)}`,
     concurrency: 4,
     pollIntervalMs: 60_000,
@@ -101,6 +102,28 @@ function newLoop(serverApp: ServerApp, queue: QueueDb): WorkerLoop {
     queueDb: queue,
   })
 }
+
+test('a later child answers a NOTIFY after its delay, not at once, and still long before its poll', async () => {
+  // The first child takes a new job alone; the others claim a few ms later, so a job still starts at once
+  // when the first child is full or gone. Its poll here is a minute away: only the delayed answer can run it.
+  const queue = new QueueDb(db.url, { max: 2 }, 10_000)
+  const loop = newLoop(app, queue, 300)
+  await loop.start()
+  try {
+    // Past its first look (a claim at start takes what is due without any NOTIFY).
+    await waitFor(() => loop.parked, { what: 'the loop to wait for work' })
+    const job = await submitJob(app.db, app.registry, { type: 'noop' })
+    await waitFor(async () => (await sql`SELECT 1 FROM worker_jobs WHERE id = ${job.id} AND success`).length === 1, {
+      timeoutMs: 10_000,
+      what: 'the job to run',
+    })
+    const [row] = await sql`SELECT extract(epoch FROM started - created_at) * 1000 AS waited FROM worker_jobs WHERE id = ${job.id}`
+    expect(Number(row!.waited)).toBeGreaterThanOrEqual(300)
+  } finally {
+    await loop.drain()
+    await queue.close()
+  }
+})
 
 test('a loop started while the database is unreachable retries until it is back, then runs jobs', async () => {
   const proxy = await startTcpProxy()

@@ -18,6 +18,15 @@ const send = (m: ToManager) => process.send?.(m)
 let loop: WorkerLoop | null = null
 let exiting = false
 
+/**
+ * How long an idle child waits before it claims for a NOTIFY: 0 for the first child, a few ms more for
+ * each next one. On an idle queue the first child takes the new job alone; before, every child claimed
+ * at once and all but one came back empty, competing with the winner for the CPU and the row (0.3 to
+ * 0.5 ms of pickup p50 on 2 cores). A later child still claims, so a job never waits for the poll when
+ * the first child is full, only these few ms.
+ */
+export const notifyAnswerDelay = (index: number) => Math.min(index * 3, 12)
+
 async function init(msg: Extract<ToChild, { type: 'init' }>): Promise<void> {
   const { config, workerId } = msg
   const log = createLogger({
@@ -57,6 +66,7 @@ async function init(msg: Extract<ToChild, { type: 'init' }>): Promise<void> {
     leaseMs: config.WORKER_LEASE_MS,
     defaultTimeoutMs: config.WORKER_DEFAULT_JOB_TIMEOUT_MS,
     queueDb: queue,
+    notifyAnswerDelayMs: notifyAnswerDelay(msg.index),
   })
   // Chain code (viem) loads on first use, but parsing it blocks the event loop for ~100-200 ms: when
   // this server schedules chain jobs, load it before claiming anything so it never stalls running jobs.

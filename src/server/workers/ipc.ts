@@ -3,7 +3,8 @@ import type { WorkerHealth } from './workerLoop'
 
 /** Messages from the manager to a child. */
 export type ToChild =
-  | { type: 'init'; workerId: string; config: Config; jobModules: string[] }
+  /** `index`: the child's place among its server's children (0 answers a NOTIFY first, see WorkerLoop). */
+  | { type: 'init'; workerId: string; index: number; config: Config; jobModules: string[] }
   /** Stop claiming, finish running jobs, exit 0. */
   | { type: 'drain' }
   /** The drain took too long: fire every handler's signal; the jobs go back to pending. */

@@ -256,7 +256,7 @@ export class WorkerManager implements JobSubmitter {
     slot.health = null
     slot.startedAt = new Date()
     slot.exited = proc.exited.then((code) => this.onExit(slot, workerId, code, proc.signalCode))
-    this.sendTo(slot, { type: 'init', workerId, config, jobModules: this.jobModules })
+    this.sendTo(slot, { type: 'init', workerId, index: slot.index, config, jobModules: this.jobModules })
     this.log.info({ workerId, pid: proc.pid }, 'worker spawned')
   }
 

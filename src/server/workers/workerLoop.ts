@@ -28,6 +28,11 @@ export interface WorkerLoopOptions {
   queueDb: QueueDb
   /** Wall clock, injectable for tests of the lease deadline. */
   now?: () => number
+  /**
+   * While idle (no backlog), claim this long after a NOTIFY for a due job instead of at once, so the
+   * children of a server do not all claim the same new row together (child.ts, notifyAnswerDelay).
+   */
+  notifyAnswerDelayMs?: number
 }
 
 /** How soon to look again when a due row was locked by another transaction at claim time. */
@@ -80,6 +85,7 @@ export class WorkerLoop {
   private dueTimer: ReturnType<typeof setTimeout> | null = null
   private dueAt = Number.POSITIVE_INFINITY
   private retryTimer: ReturnType<typeof setTimeout> | null = null
+  private answerTimer: ReturnType<typeof setTimeout> | null = null
   private timers: ReturnType<typeof setInterval>[] = []
   private unlisten: (() => Promise<void>) | null = null
   private done: Promise<void> | null = null
@@ -134,6 +140,11 @@ export class WorkerLoop {
     return this.earlyCancels.size
   }
 
+  /** Whether the loop is waiting for a reason to look (diagnostics and tests). */
+  get parked(): boolean {
+    return this.wakeup !== null
+  }
+
   get runningJobs(): number {
     return this.running.size
   }
@@ -179,6 +190,7 @@ export class WorkerLoop {
     for (const t of this.timers) clearInterval(t)
     if (this.dueTimer) clearTimeout(this.dueTimer)
     if (this.retryTimer) clearTimeout(this.retryTimer)
+    if (this.answerTimer) clearTimeout(this.answerTimer)
     await this.unlisten?.().catch(() => {})
   }
 
@@ -226,8 +238,12 @@ export class WorkerLoop {
   private onNotify(payload: string): void {
     this.limitedIdle = false
     const due = Number(payload)
-    if (!Number.isFinite(due) || due <= Date.now()) this.wake()
-    else this.wakeAt(due)
+    if (Number.isFinite(due) && due > Date.now()) this.wakeAt(due)
+    else if (this.backlog || !this.opts.notifyAnswerDelayMs) this.wake()
+    else this.answerTimer ??= setTimeout(() => {
+      this.answerTimer = null
+      this.wake()
+    }, this.opts.notifyAnswerDelayMs)
   }
 
   /**

@@ -25,7 +25,7 @@ afterAll(async () => {
   rmSync(tmp, { recursive: true, force: true })
 })
 
-const USING = /^tests: TEST_EMBEDDED_POSTGRES=true; using an embedded Postgres on 127\.0\.0\.1:(\d+) \(pid (\d+), data in (.+)\)$/m
+const USING = /^tests: (.+); using an embedded Postgres on 127\.0\.0\.1:(\d+) \(pid (\d+), data in (.+)\)$/m
 
 interface Probe {
   port: number
@@ -34,10 +34,17 @@ interface Probe {
   database: string
 }
 
-function runProbe(env: Record<string, string> = {}) {
+/**
+ * As root with util-linux's unshare and iproute2's ip: a child in a network namespace of its own, where
+ * nothing listens on 127.0.0.1:5432 whatever runs on this machine, to test the detection itself.
+ */
+const ISOLATE = ['unshare', '-n', 'sh', '-c', 'ip link set lo up && exec "$@"', 'sh']
+const canIsolate = process.getuid?.() === 0 && Bun.spawnSync([...ISOLATE, 'true'], { stdout: 'ignore', stderr: 'ignore' }).exitCode === 0
+
+function runProbe(env: Record<string, string | undefined> = {}, prefix: string[] = []) {
   const childEnv: Record<string, string | undefined> = { ...process.env, TEST_EMBEDDED_POSTGRES: 'true', TEST_EMBEDDED_POSTGRES_DIR: pgDir, ...env }
   delete childEnv.TEST_DATABASE_ADMIN_URL
-  const proc = Bun.spawn([process.execPath, 'test', '--timeout', '60000', './tests/fixtures/embeddedPostgresProbe.ts'], {
+  const proc = Bun.spawn([...prefix, process.execPath, 'test', '--timeout', '60000', './tests/fixtures/embeddedPostgresProbe.ts'], {
     cwd: ROOT,
     env: childEnv,
     stdin: 'pipe',
@@ -64,9 +71,9 @@ function runProbe(env: Record<string, string> = {}) {
       await drained
       return code
     },
-    using(): { port: number; pid: number; dataDir: string } | null {
+    using(): { reason: string; port: number; pid: number; dataDir: string } | null {
       const m = USING.exec(output)
-      return m ? { port: Number(m[1]), pid: Number(m[2]), dataDir: m[3]! } : null
+      return m ? { reason: m[1]!, port: Number(m[2]), pid: Number(m[3]), dataDir: m[4]! } : null
     },
     probe(): Probe | null {
       const m = /^probe: (.*)$/m.exec(output)
@@ -86,6 +93,7 @@ describe('npm test without a Postgres on 127.0.0.1:5432', () => {
       const using = run.using()
       expect(using, out).not.toBeNull()
       started.push(using!.pid)
+      expect(using!.reason).toBe('TEST_EMBEDDED_POSTGRES=true')
       expect(using!.dataDir).toBe(pgDir)
       expect(out).toMatch(/^ 1 pass$/m)
       expect(out).toMatch(/^ 0 fail$/m)
@@ -123,6 +131,23 @@ describe('npm test without a Postgres on 127.0.0.1:5432', () => {
       expect(await run.exited()).not.toBe(0)
       // No afterAll ran: the watchdog stops the postmaster once the test process is gone.
       expect(await waitForExit(probe.postmaster, 20_000)).toBe(true)
+    } finally {
+      run.proc.kill('SIGKILL')
+    }
+  }, 60_000)
+
+  test.skipIf(!canIsolate)('detects that no Postgres answers on 127.0.0.1:5432 (needs root, unshare and ip)', async () => {
+    const run = runProbe({ TEST_EMBEDDED_POSTGRES: undefined }, ISOLATE)
+    try {
+      const code = await run.exited()
+      const out = run.output()
+      expect(code, out).toBe(0)
+      const using = run.using()
+      expect(using, out).not.toBeNull()
+      started.push(using!.pid)
+      expect(using!.reason).toBe('no Postgres on 127.0.0.1:5432 (ECONNREFUSED)')
+      expect(run.probe()?.port).toBe(using!.port)
+      expect(isAlive(using!.pid)).toBe(false)
     } finally {
       run.proc.kill('SIGKILL')
     }

@@ -4,7 +4,10 @@ import { join } from 'node:path'
 import postgres from 'postgres'
 import { runMigrations, MIGRATIONS_FOLDER } from '../../src/server/db/migrate'
 
-/** The server that test databases live on; CI and the dev machine run Postgres here with trust auth. */
+/**
+ * The server that test databases live on: CI runs Postgres on 127.0.0.1:5432 with trust auth; without one there
+ * the preload tests/setup/database.ts starts an embedded Postgres and sets TEST_DATABASE_ADMIN_URL to it first.
+ */
 export const ADMIN_URL = process.env.TEST_DATABASE_ADMIN_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
 
 export function urlFor(dbName: string): string {

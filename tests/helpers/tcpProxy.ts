@@ -1,4 +1,5 @@
 import { createConnection, createServer, type Server, type Socket } from 'node:net'
+import { ADMIN_URL } from './db'
 
 export interface TcpProxy {
   /** The port the proxy listens on (127.0.0.1). */
@@ -31,8 +32,8 @@ interface Pair {
   upstream: Socket | null
 }
 
-/** A TCP proxy on a free loopback port that forwards to `target` (default: the test Postgres). */
-export async function startTcpProxy(target: { host: string; port: number } = { host: '127.0.0.1', port: 5432 }): Promise<TcpProxy> {
+/** A TCP proxy on a free loopback port that forwards to `target` (default: the test Postgres, ADMIN_URL's host and port). */
+export async function startTcpProxy(target: { host: string; port: number } = testPostgres()): Promise<TcpProxy> {
   let mode: 'open' | 'hold' | 'drop' = 'open'
   let accepted = 0
   let forwarded = 0
@@ -137,4 +138,9 @@ export async function startTcpProxy(target: { host: string; port: number } = { h
       await new Promise<void>((resolve) => server.close(() => resolve()))
     },
   }
+}
+
+function testPostgres(): { host: string; port: number } {
+  const u = new URL(ADMIN_URL)
+  return { host: u.hostname.replace(/^\[(.*)\]$/, '$1'), port: Number(u.port || 5432) }
 }

@@ -162,6 +162,7 @@ const envSchema = z.object({
     .default(() => cpus()),
   WORKER_LOG_LEVEL: logLevel.default('info'),
   WORKER_CONCURRENCY: int(1, 10_000).default(250),
+  WORKER_URGENT_SLOTS: int(0, 100).default(1),
   WORKER_POLL_INTERVAL_MS: ms(10).default(5000),
   WORKER_LEASE_MS: ms(1000).default(10_000),
   WORKER_SHUTDOWN_TIMEOUT_MS: ms(0).default(10_000),

@@ -91,11 +91,12 @@ async function claimHeldOnLock(holdMs: number) {
   return { loop, queue, holder, job }
 }
 
-function newLoop(serverApp: ServerApp, queue: QueueDb, notifyAnswerDelayMs = 0): WorkerLoop {
+function newLoop(serverApp: ServerApp, queue: QueueDb, notifyAnswerDelayMs = 0, slots: { concurrency?: number; urgentSlots?: number } = {}): WorkerLoop {
   return new WorkerLoop(serverApp, serverApp.log, {
     notifyAnswerDelayMs,
+    urgentSlots: slots.urgentSlots ?? 0,
     workerId: `test/${Math.random().toString(36).slice(2, 8)}`,
-    concurrency: 4,
+    concurrency: slots.concurrency ?? 4,
     pollIntervalMs: 60_000,
     leaseMs: 10_000,
     defaultTimeoutMs: 60_000,
@@ -122,6 +123,37 @@ test('a later child answers a NOTIFY after its delay, not at once, and still lon
   } finally {
     await loop.drain()
     await queue.close()
+  }
+})
+
+test('with every slot busy, a job below priority 0 starts in the urgent slot at once; an ordinary one waits', async () => {
+  await sql`TRUNCATE worker_jobs`
+  const queue = new QueueDb(db.url, { max: 2 }, 10_000)
+  const loop = newLoop(app, queue, 0, { concurrency: 1, urgentSlots: 1 })
+  await loop.start()
+  try {
+    const long = await submitJob(app.db, app.registry, { type: 'sleep', data: { ms: 60_000 } })
+    await waitFor(async () => (await sql`SELECT 1 FROM worker_jobs WHERE id = ${long.id} AND started IS NOT NULL`).length === 1, { what: 'the long job to start' })
+    const ordinary = await submitJob(app.db, app.registry, { type: 'noop' })
+    const urgent = await submitJob(app.db, app.registry, { type: 'noop', priority: -1 })
+    await waitFor(async () => (await sql`SELECT 1 FROM worker_jobs WHERE id = ${urgent.id} AND success`).length === 1, {
+      timeoutMs: 10_000,
+      what: 'the urgent job to run beside the long one',
+    })
+    // The poll is a minute away, and the only ordinary slot is still taken: the ordinary job never started.
+    const rows = await sql`SELECT id::int, started IS NOT NULL AS started, finished IS NOT NULL AS finished FROM worker_jobs ORDER BY id`
+    expect(rows).toEqual([
+      { id: long.id, started: true, finished: false },
+      { id: ordinary.id, started: false, finished: false },
+      { id: urgent.id, started: true, finished: true },
+    ])
+    expect(loop.runningJobs).toBe(1)
+  } finally {
+    loop.abortAll('test over')
+    await loop.drain()
+    await queue.close()
+    // The interrupted long job went back to pending: no later test's loop may pick it up.
+    await sql`TRUNCATE worker_jobs`
   }
 })
 

@@ -62,6 +62,7 @@ async function init(msg: Extract<ToChild, { type: 'init' }>): Promise<void> {
   loop = new WorkerLoop(serverApp, log, {
     workerId,
     concurrency: config.WORKER_CONCURRENCY,
+    urgentSlots: config.WORKER_URGENT_SLOTS,
     pollIntervalMs: config.WORKER_POLL_INTERVAL_MS,
     leaseMs: config.WORKER_LEASE_MS,
     defaultTimeoutMs: config.WORKER_DEFAULT_JOB_TIMEOUT_MS,

@@ -18,6 +18,11 @@ const RATE_RETRY_FLOOR_MS = 5
 export interface WorkerLoopOptions {
   workerId: string
   concurrency: number
+  /**
+   * Slots beyond `concurrency` for jobs at a priority below 0 only (built-in and admins' jobs): with every
+   * ordinary slot busy (long user jobs), such a job still starts at once, not when a slot frees.
+   */
+  urgentSlots?: number
   pollIntervalMs: number
   leaseMs: number
   defaultTimeoutMs: number
@@ -305,7 +310,15 @@ export class WorkerLoop {
     const q = this.opts.queueDb
     while (!this.stopping) {
       // Back-pressure: while many outcomes wait to be written, claiming more would only grow that queue.
-      const free = this.finisher.queued >= this.opts.concurrency ? 0 : this.opts.concurrency - this.running.size
+      const pressed = this.finisher.queued >= this.opts.concurrency
+      const free = pressed ? 0 : Math.max(0, this.opts.concurrency - this.running.size)
+      const urgentFree = pressed ? 0 : this.opts.concurrency + (this.opts.urgentSlots ?? 0) - this.running.size
+      if (free === 0 && urgentFree > 0) {
+        this.woken = false
+        await this.claimUrgent(urgentFree)
+        if (!this.woken) await this.waitForWake()
+        continue
+      }
       if (free === 0) {
         this.woken = false
         await this.waitForWake()
@@ -370,6 +383,24 @@ export class WorkerLoop {
       await this.waitForWake()
     }
     if (this.abortedWith !== null) await this.releaseNeverRun()
+  }
+
+  /**
+   * With every ordinary slot busy: claims only jobs at a priority below 0, into the urgent slots. Limited
+   * types are left to their own claim. A failure is logged and left to the next wake (the ordinary
+   * claim's error handling owns the unknown-claim release, and runs as soon as a slot frees).
+   */
+  private async claimUrgent(limit: number): Promise<void> {
+    if (this.types.length === 0) return
+    const sentAt = this.now()
+    try {
+      const claim = { workerId: this.opts.workerId, leaseMs: this.opts.leaseMs, limit, types: this.types, maxPriority: -1 }
+      for (const job of await this.opts.queueDb.run((db) => claimJobs(db, claim))) this.startJob(job, sentAt)
+    } catch (err) {
+      this.unknownClaims = true
+      this.log.error({ err }, 'claiming urgent jobs failed')
+      await this.sleep(Math.min(this.opts.pollIntervalMs, 1000))
+    }
   }
 
   /**

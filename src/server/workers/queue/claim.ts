@@ -65,6 +65,8 @@ export interface ClaimOptions {
   limit: number
   leaseMs: number
   types: readonly string[]
+  /** Only rows at this priority or lower (more urgent): the urgent slots' claim. */
+  maxPriority?: number
 }
 
 /** The claim statement itself (exported for the tests that read its plan). */
@@ -79,7 +81,7 @@ export function claimStatement(opts: ClaimOptions): SQL {
         LIMIT ${opts.limit}
         FOR UPDATE SKIP LOCKED
       ) AS x
-      WHERE p.priority IS NOT NULL
+      WHERE p.priority IS NOT NULL${opts.maxPriority === undefined ? sql`` : sql` AND p.priority <= ${opts.maxPriority}`}
       LIMIT ${opts.limit}
     ), ${claimedJobsSelect(opts, sql`picked`)}`
 }

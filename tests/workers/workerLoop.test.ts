@@ -142,7 +142,7 @@ test('with every slot busy, a job below priority 0 starts in the urgent slot at 
     })
     // The poll is a minute away, and the only ordinary slot is still taken: the ordinary job never started.
     const rows = await sql`SELECT id::int, started IS NOT NULL AS started, finished IS NOT NULL AS finished FROM worker_jobs ORDER BY id`
-    expect(rows).toEqual([
+    expect([...rows]).toEqual([
       { id: long.id, started: true, finished: false },
       { id: ordinary.id, started: false, finished: false },
       { id: urgent.id, started: true, finished: true },

@@ -220,7 +220,11 @@ export const notifications = pgTable(
     read: boolean('read').notNull().default(false),
     createdAt: tstz('created_at').notNull().defaultNow(),
   },
-  (t) => [index('notifications_user_idx').on(t.userId, t.createdAt)],
+  (t) => [
+    index('notifications_user_idx').on(t.userId, t.createdAt),
+    // A reorg's ledger delete cascades here, and the ledger prune asks which ledger rows are still referenced.
+    index('notifications_chain_event_idx').on(t.chainEventId).where(sql`chain_event_id IS NOT NULL`),
+  ],
 )
 
 /**

@@ -1,6 +1,7 @@
 import { isIP } from 'node:net'
 import { availableParallelism } from 'node:os'
 import { z } from 'zod'
+import { redactUrl } from './redact'
 import { cronProblem } from './workers/cron'
 
 /**
@@ -223,7 +224,9 @@ const SERVICE_URLS = ['DATABASE_URL', 'CHAIN_RPC_URL'] as const
 const PRODUCTION_REQUIRED = ['BASE_URL', 'SESSION_SECRET'] as const
 
 /** Echoed back in messages with the password masked. */
-const URL_VARS = new Set(['DATABASE_URL', 'CHAIN_RPC_URL'])
+const URL_VARS = new Set(['DATABASE_URL'])
+/** Echoed back as scheme://host[:port] only: RPC providers put API keys in the path and query. */
+const RPC_URL_VARS = new Set(['CHAIN_RPC_URL'])
 /** Never echoed back, not even in part. */
 const SECRET_VARS = new Set(['SERVER_WALLET_PRIVATE_KEY', 'SESSION_SECRET', 'ADMIN_API_TOKEN', 'METRICS_TOKEN'])
 
@@ -254,7 +257,8 @@ export class ConfigError extends Error {}
 /** ` (got "…")` for a message, masked for URLs, nothing for secrets or when the message quotes the value. */
 function got(name: string, value: string | undefined, message: string): string {
   if (value === undefined || SECRET_VARS.has(name) || message.includes(JSON.stringify(value))) return ''
-  return ` (got ${JSON.stringify(URL_VARS.has(name) ? maskUrl(value) : value)})`
+  const shown = URL_VARS.has(name) ? maskUrl(value) : RPC_URL_VARS.has(name) ? redactUrl(value) : value
+  return ` (got ${JSON.stringify(shown)})`
 }
 
 /**

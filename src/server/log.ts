@@ -1,4 +1,5 @@
 import pino, { type Logger } from 'pino'
+import { redactDeep, redactUrls } from './redact'
 import { isTransientDbError } from './workers/queue/transient'
 
 export type { Logger }
@@ -26,13 +27,15 @@ export function createLogger(opts: { level: string; pretty?: boolean; base?: Rec
  * Errors as pino writes them, except a lost or refused database connection: that is an outage, not a
  * bug, and while the database is away every health check, claim and renewal logs one. Those are written
  * as type, code and message only (the driver's own error when a query builder wrapped it), no stack.
+ * Every URL in an error is cut to scheme://host[:port] (redact.ts).
  */
 function serializeError(err: unknown): unknown {
   const cause = (err as { cause?: unknown } | null)?.cause
   const outage = isTransientDbError(err) ? err : isTransientDbError(cause) ? cause : null
-  if (!outage) return pino.stdSerializers.err(err as Error)
+  // Redacted: an RPC error's message, stack, `url` and causes quote the RPC URL, where API keys live.
+  if (!outage) return redactDeep(pino.stdSerializers.err(err as Error))
   const e = outage as { name?: string; code?: string; message?: string }
-  return { type: e.name ?? 'Error', code: e.code, message: e.message }
+  return { type: e.name ?? 'Error', code: e.code, message: e.message && redactUrls(e.message) }
 }
 
 function batchedStdout() {

@@ -1,11 +1,20 @@
 import type { Server } from 'bun'
 
-interface RpcCall {
+export interface RpcCall {
   jsonrpc: '2.0'
   id: number | string | null
   method: string
   params?: unknown[]
 }
+
+/**
+ * What `answer` may make the proxy say instead of forwarding a call: a JSON-RPC error, or an HTTP error
+ * status (with headers, e.g. Retry-After) for the whole request, as a provider's gateway answers.
+ */
+export type ProxyAnswer =
+  | { rpcError: { code: number; message: string } }
+  | { httpStatus: number; headers?: Record<string, string>; body?: string }
+  | { result: unknown }
 
 export interface RpcProxy {
   url: string
@@ -24,9 +33,16 @@ export interface RpcProxy {
  * pretend to be another client: `clientVersion` replaces the web3_clientVersion answer, and `refuse`
  * answers the matching methods with "method not found", as a production node answers anvil_* and evm_*.
  */
-export function startRpcProxy(target: string, opts: { clientVersion?: string; refuse?: RegExp } = {}): RpcProxy {
+export function startRpcProxy(
+  target: string,
+  opts: { clientVersion?: string; refuse?: RegExp; answer?: (call: RpcCall) => ProxyAnswer | undefined } = {},
+): RpcProxy {
   const calls: RpcProxy['calls'] = []
   const holds = new Map<string, { gate: Promise<void>; onArrive: () => void }>()
+
+  class HttpAnswer {
+    constructor(readonly answer: { httpStatus: number; headers?: Record<string, string>; body?: string }) {}
+  }
 
   async function handle(call: RpcCall): Promise<unknown> {
     calls.push({ method: call.method, params: call.params ?? [] })
@@ -35,6 +51,10 @@ export function startRpcProxy(target: string, opts: { clientVersion?: string; re
       held.onArrive()
       await held.gate
     }
+    const answer = opts.answer?.(call)
+    if (answer && 'httpStatus' in answer) throw new HttpAnswer(answer)
+    if (answer && 'rpcError' in answer) return { jsonrpc: '2.0', id: call.id, error: answer.rpcError }
+    if (answer && 'result' in answer) return { jsonrpc: '2.0', id: call.id, result: answer.result }
     if (opts.refuse?.test(call.method)) {
       return { jsonrpc: '2.0', id: call.id, error: { code: -32601, message: `the method ${call.method} does not exist/is not available` } }
     }
@@ -50,8 +70,14 @@ export function startRpcProxy(target: string, opts: { clientVersion?: string; re
     port: 0,
     async fetch(req) {
       const body = (await req.json()) as RpcCall | RpcCall[]
-      const out = Array.isArray(body) ? await Promise.all(body.map(handle)) : await handle(body)
-      return Response.json(out)
+      try {
+        const out = Array.isArray(body) ? await Promise.all(body.map(handle)) : await handle(body)
+        return Response.json(out)
+      } catch (err) {
+        if (!(err instanceof HttpAnswer)) throw err
+        const a = err.answer
+        return new Response(a.body ?? JSON.stringify({ error: `HTTP ${a.httpStatus}` }), { status: a.httpStatus, headers: a.headers })
+      }
     },
   })
 

@@ -1,4 +1,4 @@
-import { and, desc, eq, gt, gte, lt, sql } from 'drizzle-orm'
+import { and, desc, eq, gt, gte, inArray, lt, sql } from 'drizzle-orm'
 import type { Hex } from 'viem'
 import type { Database, Executor, Transaction } from '../db/client'
 import { chainBlocks, chainCursors, chainEvents } from '../db/schema'
@@ -94,7 +94,7 @@ export async function rewindCursor(db: Database, chainId: number, expected: Curs
  * Commits one range: cursor move, ledger rows, the handlers' writes and the remembered block hashes, all in one
  * transaction. A worker killed anywhere before COMMIT leaves no trace, and the next run reads the range again;
  * after COMMIT the cursor is past it. That, plus the ledger's unique key, is what makes processing exactly once.
- * Returns the number of new ledger rows.
+ * Returns the number of new logs handed to handlers (the ledger keeps the rows of those they acted on).
  */
 export async function commitRange(
   db: Database,
@@ -128,10 +128,18 @@ export async function commitRange(
       if (ledgerId === undefined) continue
       for (const i of hs) perHandler[i]!.push({ ledgerId, log })
     }
+    const kept = new Set<number>()
     for (const [i, handler] of handlers.entries()) {
       const events = perHandler[i]!
-      if (events.length > 0) await handler.process({ tx, chainId, events, log: p.log.child({ handler: handler.name }) })
+      if (events.length === 0) continue
+      const acted = await handler.process({ tx, chainId, events, log: p.log.child({ handler: handler.name }) })
+      for (const id of acted ?? events.map((e) => e.ledgerId)) kept.add(id)
     }
+    // Logs no handler acted on (transfers between strangers, on a busy chain nearly all of them) leave no
+    // row: the cursor's compare-and-set is what makes the range exactly once, and the ledger would
+    // otherwise grow with the chain. Their ids were needed only while the handlers ran.
+    const unused = [...ledgerIds.values()].filter((id) => !kept.has(id))
+    for (let i = 0; i < unused.length; i += LEDGER_CHUNK) await tx.delete(chainEvents).where(inArray(chainEvents.id, unused.slice(i, i + LEDGER_CHUNK)))
     await upsertBlocks(tx, chainId, read.blocks)
     // Only the reorg window is ever walked back; older hashes are dead weight.
     await tx.delete(chainBlocks).where(and(eq(chainBlocks.chainId, chainId), lt(chainBlocks.blockNumber, read.to - BigInt(p.maxReorgDepth))))

@@ -1,9 +1,11 @@
 import { BaseError, type Hex, keccak256, type PublicClient } from 'viem'
+import type { Database } from '../db/client'
 import type { Logger } from '../log'
 import type { ServerApp } from '../serverApp'
 import { withAdvisoryLock } from './advisoryLock'
 import type { ChainClients } from './clients'
 import { detectDevChain } from './devChain'
+import { fundOnce } from './funding'
 import {
   MULTICALL3_ADDRESS,
   MULTICALL3_DEPLOYER,
@@ -35,7 +37,7 @@ export async function deployMulticall3(serverApp: ServerApp, opts: DeployMultica
   const { chain, config } = serverApp
   try {
     const chainId = await chain.getChainId()
-    return await withAdvisoryLock(serverApp.dbHandle, `chain.deployMulticall3:${chainId}`, () => ensureMulticall3(chain, opts), {
+    return await withAdvisoryLock(serverApp.dbHandle, `chain.deployMulticall3:${chainId}`, () => ensureMulticall3({ chain, db: serverApp.db, chainId }, opts), {
       signal: opts.signal,
     })
   } catch (err) {
@@ -45,9 +47,16 @@ export async function deployMulticall3(serverApp: ServerApp, opts: DeployMultica
 
 const hasCode = (code: Hex | undefined) => !!code && code !== '0x'
 
+/** What the deployment needs: the chain's clients, and the database where funding transactions are recorded. */
+export interface DeployTarget {
+  chain: ChainClients
+  db: Database
+  chainId: number
+}
+
 /** The deployment decision itself (see docs/chain-jobs.md). Call it under the lock; `deployMulticall3` does. */
-export async function ensureMulticall3(chain: ChainClients, opts: DeployMulticall3Options): Promise<DeployMulticall3Result> {
-  const { publicClient } = chain
+export async function ensureMulticall3(target: DeployTarget, opts: DeployMulticall3Options): Promise<DeployMulticall3Result> {
+  const { publicClient } = target.chain
   const { log, signal } = opts
   const force = opts.forceRedeploy === true
   const code = await publicClient.getCode({ address: MULTICALL3_ADDRESS })
@@ -57,7 +66,7 @@ export async function ensureMulticall3(chain: ChainClients, opts: DeployMultical
   }
   signal?.throwIfAborted()
   const nonce = await publicClient.getTransactionCount({ address: MULTICALL3_DEPLOYER, blockTag: 'latest' })
-  if (!force && nonce === 0) return deployKeyless(chain, opts)
+  if (!force && nonce === 0) return deployKeyless(target, opts)
 
   // The keyless transaction can only ever create the contract from the deployer's nonce 0, so once that nonce
   // is spent (or a redeploy is forced over existing code) the only way left is to write the code directly,
@@ -80,22 +89,34 @@ export async function ensureMulticall3(chain: ChainClients, opts: DeployMultical
   return { action: 'redeployed', reason, method: devChain.setCodeMethod }
 }
 
-/** Nonce 0 unused: fund the deployer with exactly the missing part of gasLimit × gasPrice, send the pre-signed transaction, verify. */
-async function deployKeyless(chain: ChainClients, opts: DeployMulticall3Options): Promise<DeployMulticall3Result> {
-  const { publicClient, walletClient, account } = chain
+/** The funding of the keyless deployer, as recorded in chain_sent_txs. */
+export const DEPLOYER_FUNDING_PURPOSE = 'multicall3DeployerFunding'
+
+/**
+ * Nonce 0 unused: fund the deployer with exactly the missing part of gasLimit × gasPrice (its balance
+ * including pending transactions counts, and a funding transaction already in flight is waited for or
+ * replaced, never duplicated: funding.ts), send the pre-signed transaction, verify.
+ */
+async function deployKeyless(target: DeployTarget, opts: DeployMulticall3Options): Promise<DeployMulticall3Result> {
+  const { publicClient } = target.chain
   const { log, signal } = opts
   const receiptOpts = { timeout: opts.receiptTimeoutMs ?? 120_000, pollingInterval: 1000 }
-  const balance = await publicClient.getBalance({ address: MULTICALL3_DEPLOYER })
-  const missing = balance >= MULTICALL3_DEPLOYER_FUNDING_WEI ? 0n : MULTICALL3_DEPLOYER_FUNDING_WEI - balance
-  if (missing > 0n) {
-    if (!walletClient || !account) {
-      throw new Error(`deployMulticall3: the deployer ${MULTICALL3_DEPLOYER} needs ${missing} wei more, but no server wallet is configured (SERVER_WALLET_PRIVATE_KEY)`)
-    }
-    signal?.throwIfAborted()
-    log.info({ deployer: MULTICALL3_DEPLOYER, balance: balance.toString(), missing: missing.toString() }, 'funding the Multicall3 deployer')
-    const fundHash = await walletClient.sendTransaction({ account, chain: null, to: MULTICALL3_DEPLOYER, value: missing })
-    const fundReceipt = await publicClient.waitForTransactionReceipt({ hash: fundHash, ...receiptOpts })
-    if (fundReceipt.status !== 'success') throw new Error(`deployMulticall3: the funding transaction ${fundHash} reverted`)
+  // The deployment itself already in the mempool (a run that died after sending it): no funding, just wait.
+  const pendingNonce = await publicClient.getTransactionCount({ address: MULTICALL3_DEPLOYER, blockTag: 'pending' })
+  let funded: bigint = 0n
+  if (pendingNonce === 0) {
+    const res = await fundOnce({
+      db: target.db,
+      chain: target.chain,
+      chainId: target.chainId,
+      purpose: DEPLOYER_FUNDING_PURPOSE,
+      to: MULTICALL3_DEPLOYER,
+      target: MULTICALL3_DEPLOYER_FUNDING_WEI,
+      log,
+      signal,
+      attemptTimeoutMs: opts.receiptTimeoutMs ?? 60_000,
+    })
+    funded = res.fundedWei
   }
   signal?.throwIfAborted()
   // The hash is fixed by the signed bytes, so a transaction already in the mempool (an earlier run that died
@@ -118,7 +139,7 @@ async function deployKeyless(chain: ChainClients, opts: DeployMulticall3Options)
   const receipt = await publicClient.waitForTransactionReceipt({ hash: txHash, ...receiptOpts })
   if (receipt.status !== 'success') throw new Error(`deployMulticall3: the deployment transaction ${txHash} reverted`)
   await verifyCode(publicClient)
-  return { action: 'deployed', txHash, fundedWei: missing.toString() }
+  return { action: 'deployed', txHash, fundedWei: funded.toString() }
 }
 
 async function verifyCode(publicClient: PublicClient): Promise<void> {

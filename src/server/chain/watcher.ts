@@ -6,8 +6,9 @@ import { commitRange, type Cursor, initCursor, loadCursor, rewindCursor } from '
 import { assertHandlers, chainEventHandlers } from './handlers/registry'
 import type { ChainEventHandler } from './handlers/types'
 import { canonicalHash, ReadRaceError, readRange } from './readRange'
+import { backoffMs, RangeSizer, sleep } from './providerLimits'
 import { findCommonAncestor } from './reorg'
-import { explainChainError } from './rpcErrors'
+import { ChainRateLimitedError, explainChainError, isRangeRefused, isRateLimited, retryAfterMs } from './rpcErrors'
 
 export interface WatchChainResult {
   chainId: number
@@ -35,6 +36,25 @@ export interface WatchChainOptions {
 const MAX_READ_RACES = 5
 /** Rewinds per run; a chain that keeps reorganising under us fails the run rather than looping. */
 const MAX_REWINDS = 10
+/** Rate-limited attempts in a row before the run gives up (the cron tries again at its next time). */
+const MAX_RATE_LIMITED = 8
+const RATE_BACKOFF = { baseMs: 250, maxMs: 10_000 }
+const REFUSAL_BACKOFF = { baseMs: 50, maxMs: 2_000 }
+
+/**
+ * The adapted eth_getLogs range size per chain, kept for the life of the process so that the next run
+ * starts at the size the provider last accepted instead of relearning it from CHAIN_MAX_BLOCK_RANGE.
+ */
+const rangeSizers = new Map<string, RangeSizer>()
+function rangeSizer(chainId: number, max: number): RangeSizer {
+  const key = `${chainId}:${max}`
+  let sizer = rangeSizers.get(key)
+  if (!sizer) {
+    sizer = new RangeSizer(max)
+    rangeSizers.set(key, sizer)
+  }
+  return sizer
+}
 
 /**
  * The watchChain job. Only one runner per chain at a time across every worker and server instance: a session
@@ -61,70 +81,101 @@ async function watchLocked(serverApp: ServerApp, chainId: number, opts: WatchCha
   const handlers = opts.handlers ?? chainEventHandlers
   assertHandlers(handlers)
   const confirmations = BigInt(config.CHAIN_CONFIRMATIONS)
-  const rangeSize = BigInt(config.CHAIN_MAX_BLOCK_RANGE)
+  const sizer = rangeSizer(chainId, config.CHAIN_MAX_BLOCK_RANGE)
   const maxReorgDepth = config.CHAIN_MAX_REORG_DEPTH
   const deadline = Date.now() + (opts.maxRunMs ?? 60_000)
   const result: WatchChainResult = { chainId, fromBlock: null, toBlock: null, events: 0, reorgDepth: 0, ranges: 0, caughtUp: false }
   let races = 0
   let rewinds = 0
+  let rateLimited = 0
+  let refusals = 0
   let first: bigint | null = null
 
   while (!opts.signal?.aborted && Date.now() < deadline) {
-    // cacheTime 0: viem otherwise reuses a block number for its polling interval (4 s), a stale head.
-    const head = await publicClient.getBlockNumber({ cacheTime: 0 })
-    const safeHead = head - confirmations
-    let cursor = await loadCursor(db, chainId)
-    if (!cursor) {
-      // First run on this chain: start at CHAIN_START_BLOCK, or at the current safe head.
-      const start = config.CHAIN_START_BLOCK !== undefined ? BigInt(config.CHAIN_START_BLOCK) : safeHead
-      if (safeHead < 0n || start > safeHead) {
+    // The range being read, for a refusal to halve; null outside the read.
+    let reading: { from: bigint; to: bigint } | null = null
+    try {
+      // cacheTime 0: viem otherwise reuses a block number for its polling interval (4 s), a stale head.
+      const head = await publicClient.getBlockNumber({ cacheTime: 0 })
+      const safeHead = head - confirmations
+      let cursor = await loadCursor(db, chainId)
+      if (!cursor) {
+        // First run on this chain: start at CHAIN_START_BLOCK, or at the current safe head.
+        const start = config.CHAIN_START_BLOCK !== undefined ? BigInt(config.CHAIN_START_BLOCK) : safeHead
+        if (safeHead < 0n || start > safeHead) {
+          result.caughtUp = true
+          break
+        }
+        const parentHash = await canonicalHash(publicClient, start - 1n)
+        if (!parentHash) throw new ReadRaceError(`block ${start - 1n} disappeared`)
+        cursor = { number: start - 1n, hash: parentHash }
+        await initCursor(db, chainId, cursor)
+        log.info({ chainId, startBlock: start.toString() }, 'watchChain cursor created')
+      }
+
+      // Reorg check first: the cursor's block must still be on the chain before anything above it is read.
+      const atCursor = await canonicalHash(publicClient, cursor.number)
+      if (atCursor !== cursor.hash.toLowerCase()) {
+        if (++rewinds > MAX_REWINDS) throw new Error(`watchChain: chain ${chainId} kept reorganising (${MAX_REWINDS} rewinds in one run)`)
+        const ancestor = await findCommonAncestor(publicClient, db, chainId, cursor, maxReorgDepth)
+        const removed = await rewindCursor(db, chainId, cursor, ancestor)
+        const depth = Number(cursor.number - ancestor.number)
+        result.reorgDepth = Math.max(result.reorgDepth, depth)
+        log.warn({ chainId, from: cursor.number.toString(), to: ancestor.number.toString(), depth, removedEvents: removed }, 'chain reorg: cursor rewound')
+        continue
+      }
+
+      if (cursor.number >= safeHead) {
         result.caughtUp = true
         break
       }
-      const parentHash = await canonicalHash(publicClient, start - 1n)
-      if (!parentHash) throw new ReadRaceError(`block ${start - 1n} disappeared`)
-      cursor = { number: start - 1n, hash: parentHash }
-      await initCursor(db, chainId, cursor)
-      log.info({ chainId, startBlock: start.toString() }, 'watchChain cursor created')
-    }
-
-    // Reorg check first: the cursor's block must still be on the chain before anything above it is read.
-    const atCursor = await canonicalHash(publicClient, cursor.number)
-    if (atCursor !== cursor.hash.toLowerCase()) {
-      if (++rewinds > MAX_REWINDS) throw new Error(`watchChain: chain ${chainId} kept reorganising (${MAX_REWINDS} rewinds in one run)`)
-      const ancestor = await findCommonAncestor(publicClient, db, chainId, cursor, maxReorgDepth)
-      const removed = await rewindCursor(db, chainId, cursor, ancestor)
-      const depth = Number(cursor.number - ancestor.number)
-      result.reorgDepth = Math.max(result.reorgDepth, depth)
-      log.warn({ chainId, from: cursor.number.toString(), to: ancestor.number.toString(), depth, removedEvents: removed }, 'chain reorg: cursor rewound')
-      continue
-    }
-
-    if (cursor.number >= safeHead) {
-      result.caughtUp = true
-      break
-    }
-    // Inclusive bounds: [cursor+1, cursor+rangeSize] holds exactly rangeSize blocks, and the next range starts right after `to`.
-    const from = cursor.number + 1n
-    const to = cursor.number + rangeSize < safeHead ? cursor.number + rangeSize : safeHead
-    let read: Awaited<ReturnType<typeof readRange>>
-    try {
-      read = await readRange(publicClient, handlers, { from, to, head, cursorHash: cursor.hash, maxReorgDepth })
+      // Inclusive bounds: [cursor+1, cursor+size] holds exactly `size` blocks, and the next range starts right after `to`.
+      const rangeSize = BigInt(sizer.size)
+      const from = cursor.number + 1n
+      const to = cursor.number + rangeSize < safeHead ? cursor.number + rangeSize : safeHead
+      reading = { from, to }
+      let read: Awaited<ReturnType<typeof readRange>>
+      try {
+        read = await readRange(publicClient, handlers, { from, to, head, cursorHash: cursor.hash, maxReorgDepth })
+      } catch (err) {
+        if (err instanceof ReadRaceError && ++races <= MAX_READ_RACES) {
+          log.info({ chainId, err: err.message }, 'watchChain read raced with the chain; reading again')
+          continue
+        }
+        throw err
+      }
+      reading = null
+      sizer.succeeded()
+      refusals = 0
+      rateLimited = 0
+      const expected: Cursor = { number: cursor.number, hash: cursor.hash as Hex }
+      const events = await commitRange(db, { chainId, expected, read, handlers, maxReorgDepth, log })
+      result.ranges++
+      result.events += events
+      if (first === null || from < first) first = from
+      result.fromBlock = first.toString()
+      result.toBlock = to.toString()
+      log.debug({ chainId, from: from.toString(), to: to.toString(), events }, 'watchChain range committed')
     } catch (err) {
-      if (err instanceof ReadRaceError && ++races <= MAX_READ_RACES) {
-        log.info({ chainId, err: err.message }, 'watchChain read raced with the chain; reading again')
+      if (reading && isRangeRefused(err)) {
+        // The provider caps eth_getLogs (blocks per call or results per call): read half of it, then the rest.
+        const width = Number(reading.to - reading.from + 1n)
+        if (width <= 1) throw new Error(`watchChain: the RPC provider refuses eth_getLogs even for the single block ${reading.from} of chain ${chainId}`, { cause: err })
+        sizer.refused(width)
+        const wait = backoffMs(++refusals, REFUSAL_BACKOFF)
+        log.info({ chainId, from: reading.from.toString(), to: reading.to.toString(), nextSize: sizer.size, waitMs: wait }, 'the RPC provider refused an eth_getLogs range; halving it')
+        await sleep(wait, opts.signal)
+        continue
+      }
+      if (isRateLimited(err)) {
+        if (++rateLimited > MAX_RATE_LIMITED) throw new ChainRateLimitedError(serverApp.config.CHAIN_RPC_URL, err)
+        const wait = backoffMs(rateLimited, { ...RATE_BACKOFF, retryAfterMs: retryAfterMs(err) })
+        log.info({ chainId, attempt: rateLimited, waitMs: wait }, 'the RPC provider is rate limiting; backing off')
+        await sleep(wait, opts.signal)
         continue
       }
       throw err
     }
-    const expected: Cursor = { number: cursor.number, hash: cursor.hash as Hex }
-    const events = await commitRange(db, { chainId, expected, read, handlers, maxReorgDepth, log })
-    result.ranges++
-    result.events += events
-    if (first === null || from < first) first = from
-    result.fromBlock = first.toString()
-    result.toBlock = to.toString()
-    log.debug({ chainId, from: from.toString(), to: to.toString(), events }, 'watchChain range committed')
   }
   if (result.ranges > 0 || result.reorgDepth > 0) log.info(result, 'watchChain finished')
   return result

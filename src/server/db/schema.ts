@@ -220,5 +220,39 @@ export const notifications = pgTable(
     read: boolean('read').notNull().default(false),
     createdAt: tstz('created_at').notNull().defaultNow(),
   },
-  (t) => [index('notifications_user_idx').on(t.userId, t.createdAt)],
+  (t) => [
+    index('notifications_user_idx').on(t.userId, t.createdAt),
+    // A reorg's ledger delete cascades here, and the ledger prune asks which ledger rows are still referenced.
+    index('notifications_chain_event_idx').on(t.chainEventId).where(sql`chain_event_id IS NOT NULL`),
+  ],
+)
+
+/**
+ * Transactions the server wallet signed for a chain job, written (and committed) before they are
+ * broadcast, so that a run after a crash, a restart or a timeout finds what is in flight instead of
+ * sending it again. Replacements of a stuck transaction are rows with the same nonce; at most one of
+ * them can ever be mined. `settled_at` is set on every row of a nonce once that nonce is used on chain.
+ * Today's only purpose: 'multicall3DeployerFunding' (deployMulticall3's top-up of the keyless deployer).
+ */
+export const chainSentTxs = pgTable(
+  'chain_sent_txs',
+  {
+    id: integer('id').primaryKey().generatedByDefaultAsIdentity(),
+    chainId: integer('chain_id').notNull(),
+    purpose: text('purpose').notNull(),
+    // Lower-case addresses.
+    fromAddress: text('from_address').notNull(),
+    toAddress: text('to_address').notNull(),
+    nonce: integer('nonce').notNull(),
+    // Wei, as decimal strings (they exceed 2^63).
+    value: text('value').notNull(),
+    maxFeePerGas: text('max_fee_per_gas').notNull(),
+    maxPriorityFeePerGas: text('max_priority_fee_per_gas').notNull(),
+    txHash: text('tx_hash').notNull().unique(),
+    rawTx: text('raw_tx').notNull(),
+    settledAt: tstz('settled_at'),
+    createdAt: tstz('created_at').notNull().defaultNow(),
+  },
+  // The in-flight rows of a chain and purpose: what every deployMulticall3 run looks up first.
+  (t) => [index('chain_sent_txs_open_idx').on(t.chainId, t.purpose, t.id).where(sql`settled_at IS NULL`)],
 )

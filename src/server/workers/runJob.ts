@@ -1,5 +1,6 @@
 import type { WorkerJob } from '../db/schema'
 import type { Logger } from '../log'
+import { redactUrls } from '../redact'
 import type { ServerApp } from '../serverApp'
 import type { JobRegistry } from './jobs/types'
 import type { Outcome } from './queue/finish'
@@ -34,10 +35,15 @@ export class JobCancelledError extends Error {
   }
 }
 
-/** A failure result that a person reading worker_jobs.result can act on. */
+/**
+ * A failure result that a person reading worker_jobs.result can act on. URLs in it are cut to
+ * scheme://host[:port] (redact.ts): an RPC error quotes its URL, and API keys live in the URL.
+ */
 export function errorResult(err: unknown): { error: string; name?: string; stack?: string } {
-  if (err instanceof Error) return { error: err.message, name: err.name, stack: err.stack?.split('\n').slice(0, 8).join('\n') }
-  return { error: String(err) }
+  if (err instanceof Error) {
+    return { error: redactUrls(err.message), name: err.name, stack: err.stack && redactUrls(err.stack.split('\n').slice(0, 8).join('\n')) }
+  }
+  return { error: redactUrls(String(err)) }
 }
 
 /**

@@ -20,7 +20,7 @@ export const erc20TransferHandler = defineChainHandler({
       addresses.add(log.args.from.toLowerCase())
       addresses.add(log.args.to.toLowerCase())
     }
-    if (addresses.size === 0) return
+    if (addresses.size === 0) return []
     // users.wallet_address is stored lower-case (a CHECK enforces it), so this lookup needs no lower() index.
     // Chunked: one bind parameter per address, and a statement takes at most 65,535.
     const userByWallet = new Map<string, number>()
@@ -32,7 +32,7 @@ export const erc20TransferHandler = defineChainHandler({
         .where(inArray(users.walletAddress, all.slice(i, i + LOOKUP_CHUNK)))
       for (const u of found) userByWallet.set(u.wallet, u.id)
     }
-    if (userByWallet.size === 0) return
+    if (userByWallet.size === 0) return []
     const rows: (typeof notifications.$inferInsert)[] = []
     for (const { ledgerId, log } of events) {
       const from = log.args.from.toLowerCase()
@@ -55,5 +55,7 @@ export const erc20TransferHandler = defineChainHandler({
       }
     }
     for (let i = 0; i < rows.length; i += INSERT_CHUNK) await tx.insert(notifications).values(rows.slice(i, i + INSERT_CHUNK))
+    // Only the transfers that notified someone keep their ledger row.
+    return new Set(rows.map((r) => r.chainEventId!))
   },
 })

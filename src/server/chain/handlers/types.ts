@@ -30,7 +30,13 @@ export interface ChainEventHandler<E extends AbiEvent = AbiEvent> {
   name: string
   event: E
   address?: Address | readonly Address[]
-  process(ctx: ChainEventContext<E>): Promise<void>
+  /**
+   * Returns the ledger ids of the events it acted on (wrote something for); the other events' ledger rows
+   * are dropped before the range commits, so chain_events holds only logs that mattered. Returning nothing
+   * keeps every event it was given.
+   */
+  // biome-ignore lint/suspicious/noConfusingVoidType: a handler that keeps every event simply returns nothing.
+  process(ctx: ChainEventContext<E>): Promise<void | Iterable<number>>
 }
 
 /** Keeps the event's argument types flowing into `process`. */

@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { pruneChainLedger } from '../../chain/ledgerPrune'
 import { deleteExpiredJobs } from '../queue/cleanup'
 import { defineJob } from './types'
 
@@ -8,7 +9,9 @@ export const removeOldWorkerJobsJob = defineJob({
   timeoutMs: 30 * 60_000,
   async run({ serverApp, log, job, signal }) {
     const deletedCount = await deleteExpiredJobs(serverApp.db, { batchSize: job.data.batchSize, signal })
-    log.info({ deletedCount }, 'removed old worker jobs')
-    return { deletedCount }
+    // The chain ledger's orphans (below the reorg window, referenced by nothing) go with the same daily run.
+    const prunedChainEvents = await pruneChainLedger(serverApp.db, { maxReorgDepth: serverApp.config.CHAIN_MAX_REORG_DEPTH, batchSize: job.data.batchSize, signal })
+    log.info({ deletedCount, prunedChainEvents }, 'removed old worker jobs')
+    return { deletedCount, prunedChainEvents }
   },
 })

@@ -1,0 +1,1 @@
+CREATE INDEX "notifications_chain_event_idx" ON "notifications" USING btree ("chain_event_id") WHERE chain_event_id IS NOT NULL;

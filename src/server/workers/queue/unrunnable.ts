@@ -4,13 +4,13 @@ import { SERVER_STALE_MS } from './servers'
 import { PENDING } from './states'
 
 /** The job types that at least one live server registers (worker_servers). */
-const LIVE_TYPES = sql`(SELECT DISTINCT unnest(job_types) FROM worker_servers
+export const LIVE_TYPES = sql`(SELECT DISTINCT unnest(job_types) FROM worker_servers
   WHERE last_seen_at >= now() - make_interval(secs => ${SERVER_STALE_MS / 1000}))`
 
 /**
  * Fails pending jobs whose type no live server has registered for `afterMs` past their due time (a typo
  * in a psql insert, a type removed from the code). Before that they stay pending and visible
- * (countUnrunnable, /metrics), so a rolling deploy that adds a type never loses its early jobs.
+ * (worker_jobs_unrunnable in /metrics, from queue/depth.ts), so a rolling deploy that adds a type never loses its early jobs.
  * Does nothing while no server is known at all (every server being down says nothing about the type).
  */
 export async function failUnrunnableJobs(db: Database, afterMs: number): Promise<number[]> {
@@ -29,13 +29,4 @@ export async function failUnrunnableJobs(db: Database, afterMs: number): Promise
     RETURNING id`,
   )
   return rows.map((r) => Number(r.id))
-}
-
-/** Pending jobs, due now, of types that no live server registers: they wait for a server that knows them. */
-export async function countUnrunnable(db: Database): Promise<number> {
-  const [row] = await runQuery(
-    db,
-    sql`SELECT count(*)::int AS n FROM worker_jobs WHERE ${PENDING} AND due <= now() AND type NOT IN ${LIVE_TYPES}`,
-  )
-  return Number(row?.n ?? 0)
 }

@@ -1,6 +1,7 @@
 import { Counter, Gauge, Registry } from 'prom-client'
 import { queueDepth, type TypeDepth } from '../workers/queue/depth'
 import { limitOf } from '../workers/queue/limits'
+import { typeLabel } from '../workers/jobMetrics'
 import type { ServerApp } from '../serverApp'
 import type { WorkerManager } from '../workers/manager'
 
@@ -145,18 +146,25 @@ export function createMetrics(serverApp: ServerApp, manager: WorkerManager | nul
     let oldest = 0
     let waiting = 0
     const bands = { negative: 0, zero: 0, positive: 0 }
+    // Types this server does not register (a newer server's, a psql typo) share one label: the label's
+    // values never come from a row's text.
+    const byType = new Map<string, Record<(typeof QUEUE_STATES)[number], number>>()
     for (const row of rows) {
       const byState = { pending_due: row.pendingDue, pending_future: row.pendingFuture, running: row.running }
+      const type = typeLabel(serverApp.registry, row.type)
+      const sums = byType.get(type) ?? { pending_due: 0, pending_future: 0, running: 0 }
       for (const state of QUEUE_STATES) {
         totals[state] += byState[state]
-        jobsByType.set({ type: row.type, state }, byState[state])
+        sums[state] += byState[state]
       }
+      byType.set(type, sums)
       bands.negative += row.dueBelow
       bands.zero += row.dueZero
       bands.positive += row.dueAbove
       oldest = Math.max(oldest, row.oldestDueAgeSeconds ?? 0)
       if (!row.live) waiting += row.pendingDue
     }
+    for (const [type, sums] of byType) for (const state of QUEUE_STATES) jobsByType.set({ type, state }, sums[state])
     for (const state of QUEUE_STATES) jobs.set({ state }, totals[state])
     depth.set(totals.pending_due)
     oldestDue.set(oldest)

@@ -25,6 +25,11 @@ export type RecordedOutcome = Exclude<RunOutcome, 'rescued'>
 /** The `type` label of a type this server does not register: a label never comes from user input. */
 export const UNREGISTERED_TYPE = 'unregistered'
 
+/** The `type` label of a job type: itself when this server registers it, else UNREGISTERED_TYPE. */
+export function typeLabel(registry: Readonly<Record<string, unknown>>, type: string): string {
+  return Object.hasOwn(registry, type) ? type : UNREGISTERED_TYPE
+}
+
 /** Pickup latency buckets, in seconds: from a NOTIFY-driven pickup (a few ms) to a backlog of minutes. */
 export const PICKUP_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300] as const
 /** Run time buckets, in seconds: from a no-op to the longest timeouts. */

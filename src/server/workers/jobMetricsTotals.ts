@@ -7,7 +7,7 @@ import {
   RUN_BUCKETS,
   RUN_OUTCOMES,
   type RunOutcome,
-  UNREGISTERED_TYPE,
+  typeLabel,
 } from './jobMetrics'
 
 /** The outcomes a child may report: `rescued` is the manager's own. */
@@ -120,7 +120,7 @@ export class JobMetricsTotals {
   }
 
   typeLabel(type: string): string {
-    return Object.hasOwn(this.registry, type) ? type : UNREGISTERED_TYPE
+    return typeLabel(this.registry, type)
   }
 
   /** Adds a child's report (or the main process's own recorder). */

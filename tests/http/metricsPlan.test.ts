@@ -2,8 +2,9 @@ import { afterAll, beforeAll, expect, test } from 'bun:test'
 import { type SQL, sql as dsql } from 'drizzle-orm'
 import type postgres from 'postgres'
 import { createHttpApp } from '../../src/server/http/app'
-import type { ServerApp } from '../../src/server/serverApp'
+import { createServerApp, type ServerApp } from '../../src/server/serverApp'
 import { queueDepth, queueDepthStatement } from '../../src/server/workers/queue/depth'
+import { failUnrunnableJobs } from '../../src/server/workers/queue/unrunnable'
 import { createTestDatabase, type TestDatabase } from '../helpers/db'
 import { sqlClient, testServerApp } from '../helpers/engine'
 import { parsePrometheus, sampleKey as k } from './client'
@@ -23,7 +24,11 @@ const FINISHED = 200_000
 beforeAll(async () => {
   db = await createTestDatabase('metrics_plan')
   sql = sqlClient(db.url)
-  app = await testServerApp(db.url)
+  // One connection: Postgres counts a backend's scans in pg_stat only once that backend flushes them, so
+  // the statements and seqScans() must share it.
+  const base = await testServerApp(db.url)
+  await base.dbHandle.close()
+  app = createServerApp({ config: base.config, log: base.log, registry: base.registry, dbPoolSize: 1 })
   await sql`INSERT INTO worker_jobs (type, started, finished, success, remove_at)
             SELECT CASE WHEN g % 2 = 0 THEN 'noop' ELSE 'fail' END, now() - interval '1 hour', now() - interval '1 hour', g % 2 = 0, now() + interval '7 days'
             FROM generate_series(1, ${FINISHED}) AS g`
@@ -53,9 +58,10 @@ function seqScansOfJobs(node: any): any[] {
 
 /** Sequential scans of worker_jobs so far, as Postgres counts them. */
 async function seqScans(): Promise<number> {
-  await sql`SELECT pg_stat_force_next_flush()`
-  await sql`SELECT pg_stat_clear_snapshot()`
-  const [row] = await sql`SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'worker_jobs'`
+  const own = app.dbHandle.client
+  await own`SELECT pg_stat_force_next_flush()`
+  await own`SELECT pg_stat_clear_snapshot()`
+  const [row] = await own`SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'worker_jobs'`
   return Number(row!.seq_scan)
 }
 
@@ -107,4 +113,16 @@ test('queueDepth splits each type by state', async () => {
   expect(rows.sleep).toMatchObject({ pendingDue: 1, pendingFuture: 0, running: 1, dueAbove: 1 })
   expect(rows.serial).toMatchObject({ pendingDue: 1, pendingFuture: 1, running: 0 })
   expect(rows.fail!.oldestDueAgeSeconds).toBeNull()
+})
+
+test("the manager's sweep for jobs no live server registers reads no finished row either", async () => {
+  // A live server that registers every type here: the sweep looks (EXISTS holds) and finds nothing to fail.
+  await sql`INSERT INTO worker_servers (id, hostname, pid, job_types) VALUES ('plan-test', 'h', 1, ARRAY['noop', 'fail', 'sleep', 'serial'])`
+  const before = await seqScans()
+  expect(await failUnrunnableJobs(app.db, 1000)).toEqual([])
+  expect(await seqScans()).toBe(before)
+  // The limit is real: a type nobody registers, due long ago, is failed.
+  const [row] = await sql`INSERT INTO worker_jobs (type, due) VALUES ('nobodys', now() - interval '1 hour') RETURNING id`
+  expect(await failUnrunnableJobs(app.db, 1000)).toEqual([Number(row!.id)])
+  expect(await seqScans()).toBe(before)
 })

@@ -2,6 +2,7 @@ import type { ChainClients } from './chain/clients'
 import type { Config } from './config'
 import { createDb, type Database, type DbHandle } from './db/client'
 import type { Logger } from './log'
+import { JobMetricsRecorder } from './workers/jobMetrics'
 import type { JobRegistry } from './workers/jobs/types'
 import { createSubmitter, type JobSubmitter } from './workers/queue/submit'
 
@@ -17,6 +18,11 @@ export interface ServerApp {
   chain: ChainClients
   registry: JobRegistry
   workerManager: JobSubmitter
+  /**
+   * This process's job event counts (outcomes, pickup latency, claim errors, chain lag): a child sends
+   * them to its manager with each status report (workers/jobMetrics.ts); /metrics drains the main one's.
+   */
+  metrics: JobMetricsRecorder
   /**
    * Where users reach this server: BASE_URL, or (outside production, where it may be unset) the URL it
    * listens on, known once boot has called setListeningUrl. SIWE messages and CORS are built from it.
@@ -54,6 +60,7 @@ export function createServerApp(opts: {
     },
     registry: opts.registry,
     workerManager: createSubmitter(dbHandle.db, opts.registry),
+    metrics: new JobMetricsRecorder(),
     baseUrl() {
       const url = configured ?? listening
       if (!url) throw new Error('the server has no base URL yet: BASE_URL is unset and it is not listening')

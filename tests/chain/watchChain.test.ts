@@ -198,9 +198,13 @@ describe('watchChain: ranges', () => {
     const a = app({ CHAIN_START_BLOCK: String(start), CHAIN_CONFIRMATIONS: '2' })
     expect(await run(a)).toMatchObject({ toBlock: String(end - 2n), events: 3 })
     expect(await notificationCounts(f)).toEqual({ [user(u2).id]: 3 })
+    // The lag /metrics shows (worker_chain_lag_blocks): head − cursor, so a caught-up cursor reads the depth.
+    const chainId = String(await anvil.client.getChainId())
+    expect(a.metrics.take()?.chainLag).toEqual({ [chainId]: 2 })
     await anvil.client.mine({ blocks: 2 })
     expect(await run(a)).toMatchObject({ fromBlock: String(end - 1n), toBlock: String(end), events: 2 })
     expect(await notificationCounts(f)).toEqual({ [user(u2).id]: 5 })
+    expect(a.metrics.take()?.chainLag).toEqual({ [chainId]: 2 })
   })
 
   test('CHAIN_START_BLOCK=0 reads from genesis', async () => {

@@ -465,10 +465,12 @@ describe('/health and /metrics reveal nothing', () => {
     expect(parsePrometheus(ok.text).get('worker_jobs_query_up')).toBe(1)
   })
 
-  test('/metrics labels are state, type, a limit scope and a priority sign only; no host, pid or id in it', async () => {
+  test('/metrics labels are fixed sets, a registered type and the chain id only; no host, pid or id in it', async () => {
     const { text } = await send(server.url, { path: '/metrics', headers: { authorization: `Bearer ${METRICS_TOKEN}` } })
     const labels = new Set([...text.matchAll(/[{,](\w+)="/g)].map((m) => m[1]))
-    for (const l of labels) expect(['state', 'type', 'scope', 'priority']).toContain(l!)
+    for (const l of labels) expect(['state', 'type', 'scope', 'priority', 'outcome', 'cause', 'action', 'le', 'chain_id']).toContain(l!)
+    for (const m of text.matchAll(/outcome="(\w+)"/g)) expect(['succeeded', 'failed', 'cancelled', 'interrupted', 'rescued']).toContain(m[1]!)
+    for (const m of text.matchAll(/state="(\w+)"/g)) expect(['pending_due', 'pending_future', 'running']).toContain(m[1]!)
     for (const m of text.matchAll(/scope="(\w+)"/g)) expect(['type', 'key']).toContain(m[1]!)
     for (const m of text.matchAll(/priority="(\w+)"/g)) expect(['negative', 'zero', 'positive']).toContain(m[1]!)
     for (const s of [hostname(), String(server.proc.pid)]) expect(text).not.toContain(s)

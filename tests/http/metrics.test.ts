@@ -12,7 +12,7 @@ import { workersOf } from '../helpers/workers'
 import { waitFor } from '../helpers/wait'
 import { gql, parsePrometheus, sampleKey as k, scrape } from './client'
 
-const STATES = ['pending', 'running', 'succeeded', 'failed'] as const
+const STATES = ['pending_due', 'pending_future', 'running'] as const
 
 const dbs: TestDatabase[] = []
 const servers: ServerProcess[] = []
@@ -51,7 +51,10 @@ describe('/metrics with one worker', () => {
     const { status, contentType, samples } = await scrape(env.server.url)
     expect(status).toBe(200)
     expect(contentType).toStartWith('text/plain; version=0.0.4')
-    for (const state of STATES) expect(samples.get(k('worker_jobs', { state }))).toBe(0)
+    for (const state of STATES) expect(samples.get(k('worker_queue_jobs', { state }))).toBe(0)
+    // The event counters exist from the start, at 0, for every registered type.
+    expect(samples.get(k('worker_job_runs_total', { type: 'noop', outcome: 'succeeded' }))).toBe(0)
+    expect(samples.get('worker_claim_errors_total')).toBe(0)
     expect(samples.get('worker_queue_depth')).toBe(0)
     expect(samples.get('worker_queue_oldest_due_age_seconds')).toBe(0)
     expect(samples.get('worker_jobs_query_up')).toBe(1)
@@ -67,24 +70,26 @@ describe('/metrics with one worker', () => {
     for (const priority of ['negative', 'zero', 'positive']) expect(samples.get(k('worker_queue_depth_by_priority', { priority }))).toBe(0)
   })
 
-  test('counts jobs by state and by type after some ran', async () => {
+  test('counts the runs by type and outcome, and the queue by state, after some ran', async () => {
     const future = new Date(Date.now() + 3600_000).toISOString()
     const res = await gql(env.server.url, `mutation ($jobs: [SubmitJobInput!]!) { submitJobs(jobs: $jobs) { id } }`, {
       jobs: [{ type: 'noop' }, { type: 'noop' }, { type: 'noop' }, { type: 'fail' }, { type: 'fail' }, { type: 'noop', due: future }],
     })
     expect(res.errors).toBeUndefined()
-    await waitFor(async () => (await env.sql`SELECT count(*)::int AS n FROM worker_jobs WHERE finished IS NOT NULL`)[0]!.n === 5, {
-      what: 'five jobs to finish',
-    })
-
-    const { samples } = await scrape(env.server.url)
-    const expected = { pending: 1, running: 0, succeeded: 3, failed: 2 }
-    for (const state of STATES) expect(samples.get(k('worker_jobs', { state }))).toBe(expected[state])
-    expect(samples.get(k('worker_jobs_by_type', { type: 'noop', state: 'succeeded' }))).toBe(3)
-    expect(samples.get(k('worker_jobs_by_type', { type: 'noop', state: 'pending' }))).toBe(1)
-    expect(samples.get(k('worker_jobs_by_type', { type: 'noop', state: 'failed' }))).toBe(0)
-    expect(samples.get(k('worker_jobs_by_type', { type: 'fail', state: 'failed' }))).toBe(2)
-    expect(samples.get(k('worker_jobs_by_type', { type: 'fail', state: 'succeeded' }))).toBe(0)
+    // The children report their counts about once a second: poll the scrape itself.
+    const samples = await waitFor(
+      async () => {
+        const { samples } = await scrape(env.server.url)
+        const runs = (type: string, outcome: string) => samples.get(k('worker_job_runs_total', { type, outcome }))
+        return runs('noop', 'succeeded') === 3 && runs('fail', 'failed') === 2 ? samples : null
+      },
+      { what: 'the five runs to show in /metrics' },
+    )
+    expect(samples.get(k('worker_job_runs_total', { type: 'noop', outcome: 'failed' }))).toBe(0)
+    expect(samples.get(k('worker_job_runs_total', { type: 'fail', outcome: 'succeeded' }))).toBe(0)
+    const expected = { pending_due: 0, pending_future: 1, running: 0 }
+    for (const state of STATES) expect(samples.get(k('worker_queue_jobs', { state }))).toBe(expected[state])
+    expect(samples.get(k('worker_queue_jobs_by_type', { type: 'noop', state: 'pending_future' }))).toBe(1)
     // The one pending job is not due yet: nothing is waiting for a worker.
     expect(samples.get('worker_queue_depth')).toBe(0)
     expect(samples.get('worker_queue_oldest_due_age_seconds')).toBe(0)
@@ -94,7 +99,8 @@ describe('/metrics with one worker', () => {
     const all = await Promise.all(Array.from({ length: 5 }, () => scrape(env.server.url)))
     for (const s of all) {
       expect(s.status).toBe(200)
-      expect(s.samples.get(k('worker_jobs', { state: 'succeeded' }))).toBe(3)
+      expect(s.samples.get(k('worker_job_runs_total', { type: 'noop', outcome: 'succeeded' }))).toBe(3)
+      expect(s.samples.get(k('worker_queue_jobs', { state: 'pending_future' }))).toBe(1)
     }
   })
 
@@ -135,9 +141,9 @@ describe('/metrics with no workers', () => {
     const age = samples.get('worker_queue_oldest_due_age_seconds')!
     expect(age).toBeGreaterThanOrEqual(90)
     expect(age).toBeLessThan(90 + 30)
-    expect(samples.get(k('worker_jobs', { state: 'pending' }))).toBe(4)
-    expect(samples.get(k('worker_jobs', { state: 'succeeded' }))).toBe(1)
-    expect(samples.get(k('worker_jobs_by_type', { type: 'sleep', state: 'pending' }))).toBe(1)
+    expect(samples.get(k('worker_queue_jobs', { state: 'pending_due' }))).toBe(3)
+    expect(samples.get(k('worker_queue_jobs', { state: 'pending_future' }))).toBe(1)
+    expect(samples.get(k('worker_queue_jobs_by_type', { type: 'sleep', state: 'pending_due' }))).toBe(1)
     expect(samples.get('worker_processes_alive')).toBe(0)
     expect(samples.get('worker_processes_configured')).toBe(0)
   })
@@ -151,11 +157,13 @@ describe('/metrics with no workers', () => {
         const res = await createHttpApp(serverApp, null).handle(new Request('http://localhost/metrics'))
         expect(res.status).toBe(200)
         const samples = parsePrometheus(await res.text())
-        expect(samples.get(k('worker_jobs', { state: 'pending' }))).toBe(4)
-        // No manager, no worker gauges.
+        expect(samples.get(k('worker_queue_jobs', { state: 'pending_due' }))).toBe(3)
+        // No manager, no worker gauges and no event metrics.
         expect(samples.has('worker_processes_alive')).toBe(false)
+        expect(samples.has('worker_claim_errors_total')).toBe(false)
       }
-      expect(globalRegister.getSingleMetric('worker_jobs')).toBeUndefined()
+      expect(globalRegister.getSingleMetric('worker_queue_jobs')).toBeUndefined()
+      expect(globalRegister.getSingleMetric('worker_job_runs_total')).toBeUndefined()
     } finally {
       for (const a of apps) await a.dbHandle.close()
     }

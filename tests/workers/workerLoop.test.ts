@@ -182,3 +182,27 @@ test('a loop started while the database is unreachable retries until it is back,
     await proxy.close()
   }
 })
+
+test('a claim that fails is counted as a claim error in the metrics the child reports', async () => {
+  // Nothing listens on port 1: every claim fails at once with ECONNREFUSED (the LISTEN uses app's own pool).
+  const unreachable = new URL(db.url)
+  unreachable.port = '1'
+  const queue = new QueueDb(unreachable.href, { max: 1, connectTimeoutMs: 500 }, 2000)
+  const loop = newLoop(app, queue)
+  app.metrics.take()
+  let errors = 0
+  try {
+    await loop.start()
+    await waitFor(
+      () => {
+        errors += app.metrics.take()?.claimErrors ?? 0
+        return errors >= 1
+      },
+      { what: 'a claim error to be counted' },
+    )
+    expect(loop.health().runningJobs).toBe(0)
+  } finally {
+    await loop.drain()
+    await queue.close()
+  }
+})

@@ -125,6 +125,8 @@ async function watchLocked(serverApp: ServerApp, chainId: number, opts: WatchCha
         continue
       }
 
+      // The lag /metrics shows (worker_chain_lag_blocks): head − cursor, so caught up reads CHAIN_CONFIRMATIONS.
+      serverApp.metrics.chainLagSeen(chainId, head - cursor.number)
       if (cursor.number >= safeHead) {
         result.caughtUp = true
         break
@@ -150,6 +152,7 @@ async function watchLocked(serverApp: ServerApp, chainId: number, opts: WatchCha
       rateLimited = 0
       const expected: Cursor = { number: cursor.number, hash: cursor.hash as Hex }
       const events = await commitRange(db, { chainId, expected, read, handlers, maxReorgDepth, log })
+      serverApp.metrics.chainLagSeen(chainId, head - to)
       result.ranges++
       result.events += events
       if (first === null || from < first) first = from

@@ -1,65 +1,35 @@
-import { sql } from 'drizzle-orm'
 import { Counter, Gauge, Registry } from 'prom-client'
-import type { Database } from '../db/client'
-import { workerJobs } from '../db/schema'
-import { STATUS_WHERE } from '../workers/queue/states'
+import { queueDepth, type TypeDepth } from '../workers/queue/depth'
 import { limitOf } from '../workers/queue/limits'
-import { countUnrunnable } from '../workers/queue/unrunnable'
+import { typeLabel } from '../workers/jobMetrics'
 import type { ServerApp } from '../serverApp'
 import type { WorkerManager } from '../workers/manager'
 
 /**
- * GET /metrics: Prometheus text. Job gauges are computed at scrape time from the table (the truth, shared
- * by every instance), in one grouped query; worker gauges come from this server's WorkerManager.
+ * GET /metrics: Prometheus text, cheap to scrape at any table size.
+ * - Queue gauges (worker_queue_*) are computed at scrape time from the table (the truth, shared by every
+ *   instance) in one statement that reads only the pending and running rows, through their partial
+ *   indexes (workers/queue/depth.ts): never the finished ones.
+ * - Event metrics (worker_job_runs_total, the pickup and run time histograms, claim errors, rescues, the
+ *   chain lag) are counted where the events happen and added up by this server's WorkerManager
+ *   (workers/jobMetricsTotals.ts): they are this server's own, and a cluster's figure is their sum.
+ * - Worker gauges come from this server's WorkerManager.
  * Each server gets its own Registry, so several servers in one process (tests) never clash.
  *
  * Access: with METRICS_TOKEN set, a scrape must send `Authorization: Bearer <METRICS_TOKEN>` (401 otherwise;
  * checked in http/app.ts). Without it the endpoint is open, and boot logs that once: keep it unreachable
  * from outside then (HOST on loopback, or a proxy that does not route /metrics).
  *
- * What it may show: counts only. Labels are `state` (a fixed set) and `type` (a job type name); never a
- * user id, a wallet, a job id, a host name or a pid, and never an error text. A label whose values come
+ * What it may show: counts only. Labels are fixed sets (`state`, `outcome`, `cause`, `action`, `scope`,
+ * `priority`), `chain_id` (the configured chain) and `type` (a job type this server registers, or
+ * "unregistered"); never a user id, a wallet, a job id, a host name or a pid, and never an error text. A label whose values come
  * from users would also let them grow the series without bound.
  */
 
-const STATES = ['pending', 'running', 'succeeded', 'failed'] as const
-type State = (typeof STATES)[number]
-
-export interface JobSnapshotRow extends Record<State, number> {
-  type: string
-  /** Pending jobs whose due time has passed: waiting for a worker. */
-  due: number
-  /** Age of the oldest due pending job in seconds, by the database's clock; null when there is none. */
-  oldestDueAgeSeconds: number | null
-  /** The due pending jobs by the sign of their priority (below 0: built-in and admin jobs; lower runs first). */
-  dueAbove: number
-  dueZero: number
-  dueBelow: number
-}
+/** The queue states of worker_queue_jobs: what waits or runs (finished rows are counted as events instead). */
+const QUEUE_STATES = ['pending_due', 'pending_future', 'running'] as const
 
 const QUERY_TIMEOUT_MS = 2000
-
-/** One round trip; counts per type and state. Pending/running/due rows are few; finished ones are scanned. */
-export function queryJobSnapshot(db: Database): Promise<JobSnapshotRow[]> {
-  const t = workerJobs
-  const isDue = sql`${STATUS_WHERE.PENDING} AND ${t.due} <= now()`
-  const count = (cond: ReturnType<typeof sql>) => sql<number>`(count(*) FILTER (WHERE ${cond}))::int`
-  return db
-    .select({
-      type: t.type,
-      pending: count(STATUS_WHERE.PENDING),
-      running: count(STATUS_WHERE.RUNNING),
-      succeeded: count(STATUS_WHERE.SUCCEEDED),
-      failed: count(STATUS_WHERE.FAILED),
-      due: count(isDue),
-      oldestDueAgeSeconds: sql<number | null>`extract(epoch FROM now() - min(${t.due}) FILTER (WHERE ${isDue}))::float8`,
-      dueBelow: count(sql`${isDue} AND ${t.priority} < 0`),
-      dueZero: count(sql`${isDue} AND ${t.priority} = 0`),
-      dueAbove: count(sql`${isDue} AND ${t.priority} > 0`),
-    })
-    .from(t)
-    .groupBy(t.type)
-}
 
 export interface Metrics {
   contentType: string
@@ -69,9 +39,14 @@ export interface Metrics {
 export function createMetrics(serverApp: ServerApp, manager: WorkerManager | null): Metrics {
   const registry = new Registry()
   const registers = [registry]
-  const jobs = new Gauge({ name: 'worker_jobs', help: 'Jobs in worker_jobs by state', labelNames: ['state'], registers })
-  const jobsByType = new Gauge({ name: 'worker_jobs_by_type', help: 'Jobs in worker_jobs by type and state', labelNames: ['type', 'state'], registers })
-  const queueDepth = new Gauge({ name: 'worker_queue_depth', help: 'Pending jobs whose due time has passed', registers })
+  const jobs = new Gauge({
+    name: 'worker_queue_jobs',
+    help: 'Jobs waiting or running, cluster-wide: pending_due (due, waiting for a worker), pending_future (due later), running',
+    labelNames: ['state'],
+    registers,
+  })
+  const jobsByType = new Gauge({ name: 'worker_queue_jobs_by_type', help: 'worker_queue_jobs by job type', labelNames: ['type', 'state'], registers })
+  const depth = new Gauge({ name: 'worker_queue_depth', help: 'Pending jobs whose due time has passed (the same as worker_queue_jobs{state="pending_due"})', registers })
   const oldestDue = new Gauge({ name: 'worker_queue_oldest_due_age_seconds', help: 'Age of the oldest due pending job (0 when none)', registers })
   // Priorities are any smallint, so the label is the sign only: a label per value would let users grow the series.
   const depthByPriority = new Gauge({
@@ -85,7 +60,7 @@ export function createMetrics(serverApp: ServerApp, manager: WorkerManager | nul
     help: 'Due pending jobs of a type that no live server registers (they wait for one that does)',
     registers,
   })
-  // The registry's concurrency limits (queue/limits.ts): with worker_jobs_by_type{state="running"} beside
+  // The registry's concurrency limits (queue/limits.ts): with worker_queue_jobs_by_type{state="running"} beside
   // them, how close each limited type runs to its cap.
   const limits = new Gauge({
     name: 'worker_job_concurrency_limit',
@@ -118,6 +93,7 @@ export function createMetrics(serverApp: ServerApp, manager: WorkerManager | nul
   const dbUp = new Gauge({ name: 'worker_jobs_query_up', help: '1 when this scrape could read the job table, else 0', registers })
 
   if (manager) {
+    for (const metric of manager.metrics.all) registry.registerMetric(metric)
     new Gauge({
       name: 'worker_processes_alive',
       help: 'Child worker processes alive on this server',
@@ -149,43 +125,50 @@ export function createMetrics(serverApp: ServerApp, manager: WorkerManager | nul
   async function refreshJobGauges(): Promise<void> {
     jobs.reset()
     jobsByType.reset()
-    let rows: JobSnapshotRow[]
-    let waiting: number
+    let rows: TypeDepth[]
     try {
-      ;[rows, waiting] = await Promise.race([
-        Promise.all([queryJobSnapshot(serverApp.db), countUnrunnable(serverApp.db)]),
+      rows = await Promise.race([
+        queueDepth(serverApp.db),
         new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no answer within ${QUERY_TIMEOUT_MS} ms`)), QUERY_TIMEOUT_MS)),
       ])
     } catch (err) {
-      // Still answer with the worker gauges; the job gauges are left out rather than stale.
+      // Still answer with the worker gauges and the event metrics; the queue gauges are left out rather than stale.
       serverApp.log.warn({ err }, 'metrics: could not read worker_jobs')
       dbUp.set(0)
-      queueDepth.reset()
+      depth.reset()
       oldestDue.reset()
       depthByPriority.reset()
       unrunnable.reset()
       return
     }
     dbUp.set(1)
-    unrunnable.set(waiting)
-    const totals: Record<State, number> = { pending: 0, running: 0, succeeded: 0, failed: 0 }
-    let due = 0
+    const totals: Record<(typeof QUEUE_STATES)[number], number> = { pending_due: 0, pending_future: 0, running: 0 }
     let oldest = 0
+    let waiting = 0
     const bands = { negative: 0, zero: 0, positive: 0 }
+    // Types this server does not register (a newer server's, a psql typo) share one label: the label's
+    // values never come from a row's text.
+    const byType = new Map<string, Record<(typeof QUEUE_STATES)[number], number>>()
     for (const row of rows) {
+      const byState = { pending_due: row.pendingDue, pending_future: row.pendingFuture, running: row.running }
+      const type = typeLabel(serverApp.registry, row.type)
+      const sums = byType.get(type) ?? { pending_due: 0, pending_future: 0, running: 0 }
+      for (const state of QUEUE_STATES) {
+        totals[state] += byState[state]
+        sums[state] += byState[state]
+      }
+      byType.set(type, sums)
       bands.negative += row.dueBelow
       bands.zero += row.dueZero
       bands.positive += row.dueAbove
-      for (const state of STATES) {
-        totals[state] += row[state]
-        jobsByType.set({ type: row.type, state }, row[state])
-      }
-      due += row.due
       oldest = Math.max(oldest, row.oldestDueAgeSeconds ?? 0)
+      if (!row.live) waiting += row.pendingDue
     }
-    for (const state of STATES) jobs.set({ state }, totals[state])
-    queueDepth.set(due)
+    for (const [type, sums] of byType) for (const state of QUEUE_STATES) jobsByType.set({ type, state }, sums[state])
+    for (const state of QUEUE_STATES) jobs.set({ state }, totals[state])
+    depth.set(totals.pending_due)
     oldestDue.set(oldest)
+    unrunnable.set(waiting)
     for (const [priority, n] of Object.entries(bands)) depthByPriority.set({ priority }, n)
   }
 
@@ -196,6 +179,9 @@ export function createMetrics(serverApp: ServerApp, manager: WorkerManager | nul
     render() {
       inflight ??= (async () => {
         try {
+          // Events counted in this process itself (a handler run here, e.g. watchChain called directly).
+          const own = serverApp.metrics.take()
+          if (own && manager) manager.metrics.merge(own)
           await refreshJobGauges()
           return await registry.metrics()
         } finally {

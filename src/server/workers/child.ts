@@ -78,12 +78,16 @@ async function init(msg: Extract<ToChild, { type: 'init' }>): Promise<void> {
   await loop.start()
   log.info({ concurrency: config.WORKER_CONCURRENCY }, 'worker started')
   send({ type: 'ready', workerId })
-  const reporter = setInterval(() => {
-    if (loop) send({ type: 'status', workerId, health: loop.health() })
-  }, STATUS_INTERVAL_MS)
+  // The event metrics ride on the status report: one message a second, however many jobs ran.
+  const report = () => {
+    if (loop) send({ type: 'status', workerId, health: loop.health(), metrics: serverApp.metrics.take() ?? undefined })
+  }
+  const reporter = setInterval(report, STATUS_INTERVAL_MS)
   exitHook = async () => {
     clearInterval(reporter)
     await loop?.drain()
+    // What the drain's last outcomes added (best effort: the channel may already be closed).
+    report()
     await Promise.all([serverApp.dbHandle.close(), queue.close()])
     await flushLogger(log)
   }

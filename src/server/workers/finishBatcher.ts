@@ -1,4 +1,5 @@
 import type { Logger } from '../log'
+import type { JobMetricsRecorder } from './jobMetrics'
 import { finishJobs, type Outcome } from './queue/finish'
 import { announceFreedSlots } from './queue/limits'
 import type { QueueDb } from './queueDb'
@@ -8,6 +9,7 @@ import type { QueueDb } from './queueDb'
  * flight goes out in the next single statement. One write at a time keeps the order of a worker's writes
  * simple. A poison row cannot block a batch (finishJobs splits it and fails that row alone); a write that
  * fails on the connection keeps its outcomes and is retried, while the heartbeat keeps their rows ours.
+ * Each outcome is counted in `metrics` once its write is confirmed, as what its row became.
  */
 export class FinishBatcher {
   private pending: Outcome[] = []
@@ -21,6 +23,7 @@ export class FinishBatcher {
     private readonly queue: QueueDb,
     private readonly workerId: string,
     private readonly log: Logger,
+    private readonly metrics: JobMetricsRecorder,
     /** Called after each write, so a loop held back by unwritten outcomes can claim again. */
     private readonly onWritten: () => void = () => {},
     /** Whether a written batch freed a concurrency-limited slot: then every worker is woken (limits.ts). */
@@ -66,6 +69,10 @@ export class FinishBatcher {
       try {
         const written = await this.queue.run((db) => finishJobs(db, this.workerId, batch))
         this.failingSince = null
+        for (const o of batch) {
+          const as = written.get(o.job.id)
+          if (as) this.metrics.runEnded(o.job.type, as, o.runMs)
+        }
         const lost = batch.length - written.size
         if (lost > 0) this.log.warn({ lost }, 'outcomes not recorded: jobs were rescued by another worker first')
         this.inFlight = []

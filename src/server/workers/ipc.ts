@@ -1,4 +1,5 @@
 import type { Config } from '../config'
+import type { JobMetricsDelta } from './jobMetrics'
 import type { WorkerHealth } from './workerLoop'
 
 /** Messages from the manager to a child. */
@@ -14,7 +15,10 @@ export type ToChild =
 export type ToManager =
   | { type: 'ready'; workerId: string }
   | { type: 'fatal'; error: string }
-  /** Sent every STATUS_INTERVAL_MS: a child that stops reporting, or reports a problem, is not healthy. */
-  | { type: 'status'; workerId: string; health: WorkerHealth }
+  /**
+   * Sent every STATUS_INTERVAL_MS: a child that stops reporting, or reports a problem, is not healthy.
+   * `metrics` carries what the child counted since its previous report (absent when nothing).
+   */
+  | { type: 'status'; workerId: string; health: WorkerHealth; metrics?: JobMetricsDelta }
 
 export const STATUS_INTERVAL_MS = 1000

@@ -7,6 +7,7 @@ import { type WorkerJob, workerJobs } from '../db/schema'
 import type { Logger } from '../log'
 import { createSubmitter, type JobSubmitter, type ServerApp } from '../serverApp'
 import { STATUS_INTERVAL_MS, type ToChild, type ToManager } from './ipc'
+import { JobMetricsTotals, type RescueCause } from './jobMetricsTotals'
 import { type RescueTarget, rescueJobs } from './queue/rescue'
 import { seedCronJob } from './queue/seed'
 import { STATUS_WHERE } from './queue/states'
@@ -97,6 +98,8 @@ export class WorkerManager implements JobSubmitter {
   readonly serverId = `${hostname()}/${process.pid}/${randomUUID().slice(0, 8)}`
   private readonly jobModules: string[]
   private readonly submitter: JobSubmitter
+  /** The event metrics of this server: what its children report, plus its own rescues (/metrics shows them). */
+  readonly metrics: JobMetricsTotals
 
   constructor(
     private readonly serverApp: ServerApp,
@@ -105,6 +108,7 @@ export class WorkerManager implements JobSubmitter {
     this.log = serverApp.log.child({ component: 'workerManager' })
     this.jobModules = [...(opts.jobModules ?? [])]
     this.submitter = createSubmitter(serverApp.db, serverApp.registry)
+    this.metrics = new JobMetricsTotals(serverApp.registry)
   }
 
   submitJob(input: SubmitJobInput, opts?: { tx?: Transaction }): Promise<WorkerJob> {
@@ -282,6 +286,7 @@ export class WorkerManager implements JobSubmitter {
     } else if (msg.type === 'status') {
       slot.health = msg.health
       slot.reportedAt = Date.now()
+      if (msg.metrics) this.metrics.merge(msg.metrics)
     } else if (msg.type === 'fatal') this.log.error({ workerId, error: msg.error }, 'worker failed to start')
   }
 
@@ -329,7 +334,11 @@ export class WorkerManager implements JobSubmitter {
     if (sweep && this.rescuing) return true
     if (sweep) this.rescuing = true
     try {
-      const { released, failed, cancelled } = await rescueJobs(this.serverApp.db, this.serverApp.registry, target, reason)
+      const { released, failed, cancelled, typeOf } = await rescueJobs(this.serverApp.db, this.serverApp.registry, target, reason)
+      const cause: RescueCause = sweep ? 'lease_expired' : 'worker_exited'
+      for (const [action, ids] of [['released', released], ['failed', failed], ['cancelled', cancelled]] as const) {
+        for (const id of ids) this.metrics.rescued(typeOf.get(id) ?? '', cause, action)
+      }
       if (released.length > 0 || failed.length > 0 || cancelled.length > 0) this.log.warn({ reason, released, failed, cancelled }, 'rescued interrupted jobs')
       return true
     } catch (err) {

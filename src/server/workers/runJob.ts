@@ -145,6 +145,7 @@ async function execute(
     if (timer) clearTimeout(timer)
   }
   const durationMs = Math.round((performance.now() - started) * 1000) / 1000
+  outcome.runMs = durationMs
   const fields = { jobId: job.id, type: job.type, success: outcome.success, durationMs }
   if (outcome.success) parentLog.info(fields, 'job finished')
   else parentLog.warn({ ...fields, error: (outcome.result as { error: string }).error }, 'job finished')

@@ -2,6 +2,7 @@ import type { WorkerJob } from '../db/schema'
 import type { Logger } from '../log'
 import type { ServerApp } from '../serverApp'
 import { FinishBatcher } from './finishBatcher'
+import { pickupLatencyMs } from './jobMetrics'
 import { claimJobs, extendLeases, nextLook, releaseUnknownClaims } from './queue/claim'
 import { isTransientDbError } from './queue/transient'
 import { claimLimited, limitOf, nextLimitedDue, type TypeLimit } from './queue/limits'
@@ -132,6 +133,7 @@ export class WorkerLoop {
       opts.queueDb,
       opts.workerId,
       log,
+      serverApp.metrics,
       () => {
         if (this.backlog) this.wake()
       },
@@ -357,6 +359,7 @@ export class WorkerLoop {
         // Jobs claimed while a drain began still run: they are ours, and the drain waits for them.
         for (const job of claimed) this.startJob(job, sentAt)
       } catch (err) {
+        this.serverApp.metrics.claimFailed()
         this.unknownClaims = true
         this.claimFailingSince ??= this.now()
         this.log.error({ err }, 'claiming jobs failed')
@@ -398,6 +401,7 @@ export class WorkerLoop {
       for (const job of await this.opts.queueDb.run((db) => claimJobs(db, claim))) this.startJob(job, sentAt)
     } catch (err) {
       this.unknownClaims = true
+      this.serverApp.metrics.claimFailed()
       this.log.error({ err }, 'claiming urgent jobs failed')
       await this.sleep(Math.min(this.opts.pollIntervalMs, 1000))
     }
@@ -437,6 +441,8 @@ export class WorkerLoop {
     })
     const held: Held = { running, leaseSentAt, aborted: false, cancelled: false }
     this.running.set(job.id, held)
+    const latency = pickupLatencyMs(job)
+    if (latency !== null) this.serverApp.metrics.pickedUp(job.type, latency)
     const cancelledAt = this.earlyCancels.get(job.id)
     if (cancelledAt !== undefined) {
       this.earlyCancels.delete(job.id)

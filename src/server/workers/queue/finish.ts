@@ -1,6 +1,7 @@
 import { type SQL, sql } from 'drizzle-orm'
 import { type Database, type Executor, runQuery } from '../../db/client'
 import type { WorkerJob } from '../../db/schema'
+import type { RecordedOutcome } from '../jobMetrics'
 import { insertJobs, lockTags } from './insert'
 import { notifyDue } from './notify'
 import { heldBy } from './states'
@@ -17,6 +18,8 @@ export interface Outcome {
   success: boolean
   result: unknown
   interrupted?: { reason: string; rerun: boolean }
+  /** How long the handler ran, in ms (for the run time histogram). */
+  runMs?: number
 }
 
 /** Delay before an interrupted job runs again: no job is retried sooner than a second (see backoff.ts). */
@@ -39,10 +42,11 @@ const RERUN_DELAY_SECONDS = 1
  * row that cannot be written is alone; that row is then recorded as a failure naming the database's
  * error, and every other row finishes normally. A connection error is rethrown for the caller to retry
  * the whole batch (rows already written are skipped then by the ownership check).
- * Returns the ids actually written.
+ * Returns the ids actually written, each with what its row became (the metrics count these, so a row
+ * rescued meanwhile, which is not written, is never counted as this worker's outcome).
  */
-export async function finishJobs(db: Database, workerId: string, outcomes: readonly Outcome[]): Promise<Set<number>> {
-  if (outcomes.length === 0) return new Set()
+export async function finishJobs(db: Database, workerId: string, outcomes: readonly Outcome[]): Promise<Written> {
+  if (outcomes.length === 0) return new Map()
   try {
     return await writeOutcomes(db, workerId, outcomes)
   } catch (err) {
@@ -51,14 +55,14 @@ export async function finishJobs(db: Database, workerId: string, outcomes: reado
       const half = Math.ceil(outcomes.length / 2)
       const first = await finishJobs(db, workerId, outcomes.slice(0, half))
       const second = await finishJobs(db, workerId, outcomes.slice(half))
-      return new Set([...first, ...second])
+      return new Map([...first, ...second])
     }
     return writeUnstorable(db, workerId, outcomes[0]!, err)
   }
 }
 
 /** The one outcome that cannot be written as it is: recorded as a failure that says why. */
-async function writeUnstorable(db: Database, workerId: string, o: Outcome, cause: unknown): Promise<Set<number>> {
+async function writeUnstorable(db: Database, workerId: string, o: Outcome, cause: unknown): Promise<Written> {
   const reason = cause instanceof Error ? cause.message : String(cause)
   const failed: Outcome = { job: o.job, success: false, result: { error: `the outcome could not be stored: ${reason}` } }
   try {
@@ -75,7 +79,7 @@ async function writeOutcomes(
   workerId: string,
   outcomes: readonly Outcome[],
   opts: { successors?: boolean } = {},
-): Promise<Set<number>> {
+): Promise<Written> {
   const now = new Date()
   const finishes: { id: number; success: boolean; json: string; successor: NewJobRow | null }[] = []
   const releases: { id: number; error: string; json: string }[] = []
@@ -89,27 +93,34 @@ async function writeOutcomes(
   }
   const withSuccessors = finishes.some((f) => f.successor)
   const write = async (tx: Executor) => {
-    const done = await markFinished(tx, workerId, finishes, withSuccessors)
+    const done = await markFinished(tx, workerId, finishes)
     const released = await releaseJobs(tx, { workerId, jobs: releases })
     // A cancelled row gets no successor: its lock (taken by the UPDATE above) keeps cancelled_at as read.
     const next = finishes.filter((f) => f.successor && done.get(f.id) === false).map((f) => f.successor!)
     await insertSuccessors(tx, next)
-    return new Set([...done.keys(), ...released.ids])
+    const written: Written = new Map()
+    for (const f of finishes) {
+      const cancelled = done.get(f.id)
+      if (cancelled !== undefined) written.set(f.id, cancelled ? 'cancelled' : f.success ? 'succeeded' : 'failed')
+    }
+    for (const id of released.ids) written.set(id, released.cancelled.has(id) ? 'cancelled' : 'interrupted')
+    return written
   }
   const needsTransaction = withSuccessors || (finishes.length > 0 && releases.length > 0)
   return needsTransaction ? db.transaction(write) : write(db)
 }
 
+/** The rows a finish wrote, each with what it became. */
+export type Written = Map<number, RecordedOutcome>
+
 /**
  * Finishes the rows this worker still holds; returns the ids written, each mapped to whether its row was
- * cancelled (only known, and only asked for, when `flagCancelled`: a batch that plans no successor does
- * not need it, and the hot path keeps its one-column answer).
+ * cancelled (the successors and the run metrics both need to know).
  */
 async function markFinished(
   db: Executor,
   workerId: string,
   rows: readonly { id: number; success: boolean; json: string }[],
-  flagCancelled: boolean,
 ): Promise<Map<number, boolean>> {
   if (rows.length === 0) return new Map()
   // Built by hand around the results' JSON, which storableJson already produced: no second stringify.
@@ -123,7 +134,7 @@ async function markFinished(
         remove_at = now() + make_interval(secs => j.remove_delay), updated_at = now()
     FROM jsonb_to_recordset(${batch}::text::jsonb) AS v(id bigint, success boolean, result jsonb)
     WHERE j.id = v.id AND ${heldBy(workerId, 'j')}
-    RETURNING j.id${flagCancelled ? sql`, j.cancelled_at IS NOT NULL AS cancelled` : sql``}`,
+    RETURNING j.id, j.cancelled_at IS NOT NULL AS cancelled`,
   )
   return new Map(done.map((r) => [Number(r.id), r.cancelled === true]))
 }

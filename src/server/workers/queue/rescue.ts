@@ -18,6 +18,8 @@ export interface RescueResult {
   failed: number[]
   /** Their cancel had been requested (cancelled_at): finished as cancelled, never run again, no successor. */
   cancelled: number[]
+  /** The type of every row above (for the metrics' `type` label). */
+  typeOf: Map<number, string>
 }
 
 /** Rows handled per call; a larger backlog is taken on the next tick. */
@@ -41,7 +43,7 @@ const BATCH = 1_000
  */
 export async function rescueJobs(db: Database, registry: JobRegistry, target: RescueTarget, reason: string): Promise<RescueResult> {
   const which = targetSql(target)
-  if (!which) return { released: [], failed: [], cancelled: [] }
+  if (!which) return { released: [], failed: [], cancelled: [], typeOf: new Map() }
   const noRerun = Object.values(registry)
     .filter((d) => d.rerunOnInterrupt === false)
     .map((d) => d.type)
@@ -50,9 +52,9 @@ export async function rescueJobs(db: Database, registry: JobRegistry, target: Re
   // One probe first: on a healthy cluster it finds nothing, and the sweep costs one statement a second.
   const found = await runQuery(
     db,
-    sql`SELECT id, ${rerunnable} AS rerun FROM worker_jobs WHERE ${RUNNING} AND ${which} ORDER BY id LIMIT ${BATCH}`,
+    sql`SELECT id, type, ${rerunnable} AS rerun FROM worker_jobs WHERE ${RUNNING} AND ${which} ORDER BY id LIMIT ${BATCH}`,
   )
-  if (found.length === 0) return { released: [], failed: [], cancelled: [] }
+  if (found.length === 0) return { released: [], failed: [], cancelled: [], typeOf: new Map() }
   const rerunIds = found.filter((r) => r.rerun === true).map((r) => Number(r.id))
   // The conditions are checked again under the row lock: the holder may have finished it meanwhile.
   const released =
@@ -72,7 +74,8 @@ export async function rescueJobs(db: Database, registry: JobRegistry, target: Re
     if (done === 'cancelled') cancelled.push(id)
     else if (done) failed.push(id)
   }
-  return { released: [...released.ids].filter((id) => !released.cancelled.has(id)), failed, cancelled }
+  const typeOf = new Map(found.map((r) => [Number(r.id), String(r.type)]))
+  return { released: [...released.ids].filter((id) => !released.cancelled.has(id)), failed, cancelled, typeOf }
 }
 
 function targetSql(target: RescueTarget): SQL | null {

@@ -1,5 +1,4 @@
 import { afterAll, beforeAll, expect, test } from 'bun:test'
-import { type SQL, sql as dsql } from 'drizzle-orm'
 import type postgres from 'postgres'
 import { createHttpApp } from '../../src/server/http/app'
 import { createServerApp, type ServerApp } from '../../src/server/serverApp'
@@ -7,6 +6,7 @@ import { queueDepth, queueDepthStatement } from '../../src/server/workers/queue/
 import { failUnrunnableJobs } from '../../src/server/workers/queue/unrunnable'
 import { createTestDatabase, type TestDatabase } from '../helpers/db'
 import { sqlClient, testServerApp } from '../helpers/engine'
+import { planOf, seqScanCount, seqScansOfJobs } from '../helpers/plans'
 import { parsePrometheus, sampleKey as k } from './client'
 
 /**
@@ -25,7 +25,7 @@ beforeAll(async () => {
   db = await createTestDatabase('metrics_plan')
   sql = sqlClient(db.url)
   // One connection: Postgres counts a backend's scans in pg_stat only once that backend flushes them, so
-  // the statements and seqScans() must share it.
+  // the statements and seqScanCount must share it.
   const base = await testServerApp(db.url)
   await base.dbHandle.close()
   app = createServerApp({ config: base.config, log: base.log, registry: base.registry, dbPoolSize: 1 })
@@ -44,26 +44,6 @@ afterAll(async () => {
   await sql?.end()
   await db?.drop()
 })
-
-async function planOf(statement: SQL): Promise<any> {
-  const [row] = (await app.db.execute(dsql`EXPLAIN (FORMAT JSON) ${statement}`)) as unknown as any[]
-  return row['QUERY PLAN'][0].Plan
-}
-
-/** The plan nodes that read worker_jobs sequentially. */
-function seqScansOfJobs(node: any): any[] {
-  const own = node['Node Type'] === 'Seq Scan' && node['Relation Name'] === 'worker_jobs' ? [node] : []
-  return own.concat(...(node.Plans ?? []).map(seqScansOfJobs))
-}
-
-/** Sequential scans of worker_jobs so far, as Postgres counts them. */
-async function seqScans(): Promise<number> {
-  const own = app.dbHandle.client
-  await own`SELECT pg_stat_force_next_flush()`
-  await own`SELECT pg_stat_clear_snapshot()`
-  const [row] = await own`SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'worker_jobs'`
-  return Number(row!.seq_scan)
-}
 
 async function render(): Promise<Map<string, number>> {
   const res = await createHttpApp(app, null).handle(new Request('http://localhost/metrics'))
@@ -94,16 +74,16 @@ function expectFigures(samples: Map<string, number>): void {
 test('the queue depth statement has no sequential scan of worker_jobs, before and after ANALYZE', async () => {
   const [stats] = await sql`SELECT reltuples FROM pg_class WHERE relname = 'worker_jobs'`
   expect(stats?.reltuples).toBe(-1)
-  expect(seqScansOfJobs(await planOf(queueDepthStatement()))).toEqual([])
-  const before = await seqScans()
+  expect(seqScansOfJobs(await planOf(app.db, queueDepthStatement()))).toEqual([])
+  const before = await seqScanCount(app.dbHandle.client)
   expectFigures(await render())
-  expect(await seqScans()).toBe(before)
+  expect(await seqScanCount(app.dbHandle.client)).toBe(before)
 
   await sql`VACUUM ANALYZE worker_jobs`
-  expect(seqScansOfJobs(await planOf(queueDepthStatement()))).toEqual([])
-  const after = await seqScans()
+  expect(seqScansOfJobs(await planOf(app.db, queueDepthStatement()))).toEqual([])
+  const after = await seqScanCount(app.dbHandle.client)
   expectFigures(await render())
-  expect(await seqScans()).toBe(after)
+  expect(await seqScanCount(app.dbHandle.client)).toBe(after)
 })
 
 test('queueDepth splits each type by state', async () => {
@@ -118,11 +98,11 @@ test('queueDepth splits each type by state', async () => {
 test("the manager's sweep for jobs no live server registers reads no finished row either", async () => {
   // A live server that registers every type here: the sweep looks (EXISTS holds) and finds nothing to fail.
   await sql`INSERT INTO worker_servers (id, hostname, pid, job_types) VALUES ('plan-test', 'h', 1, ARRAY['noop', 'fail', 'sleep', 'serial'])`
-  const before = await seqScans()
+  const before = await seqScanCount(app.dbHandle.client)
   expect(await failUnrunnableJobs(app.db, 1000)).toEqual([])
-  expect(await seqScans()).toBe(before)
+  expect(await seqScanCount(app.dbHandle.client)).toBe(before)
   // The limit is real: a type nobody registers, due long ago, is failed.
   const [row] = await sql`INSERT INTO worker_jobs (type, due) VALUES ('nobodys', now() - interval '1 hour') RETURNING id`
   expect(await failUnrunnableJobs(app.db, 1000)).toEqual([Number(row!.id)])
-  expect(await seqScans()).toBe(before)
+  expect(await seqScanCount(app.dbHandle.client)).toBe(before)
 })

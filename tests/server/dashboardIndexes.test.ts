@@ -2,6 +2,7 @@ import { afterAll, beforeAll, expect, test } from 'bun:test'
 import { createDb, type DbHandle } from '../../src/server/db/client'
 import { finishedPerMinute, jobChain } from '../../src/server/graphql/jobQueries'
 import { createTestDatabase, type TestDatabase } from '../helpers/db'
+import { seqScanCount } from '../helpers/plans'
 
 /**
  * The dashboard's queries stay cheap on a big table: finishedPerMinute reads the last hour through
@@ -33,28 +34,19 @@ afterAll(async () => {
   await db?.drop()
 })
 
-async function seqScans(): Promise<number> {
-  const sql = handle.client
-  await sql`SELECT pg_stat_force_next_flush()`
-  await sql`SELECT 1`
-  await sql`SELECT pg_stat_clear_snapshot()`
-  const [row] = await sql`SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'worker_jobs'`
-  return Number(row!.seq_scan)
-}
-
 test('finishedPerMinute reads only the window, through its index', async () => {
-  const before = await seqScans()
+  const before = await seqScanCount(handle.client)
   const buckets = await finishedPerMinute(handle.db, 60)
   expect(buckets).toHaveLength(60)
   expect(buckets.reduce((n, b) => n + b.succeeded, 0)).toBe(1)
   expect(buckets.at(-1)!.failed).toBe(1)
-  expect(await seqScans()).toBe(before)
+  expect(await seqScanCount(handle.client)).toBe(before)
 })
 
 test('jobChain walks both ways without a sequential scan', async () => {
-  const before = await seqScans()
+  const before = await seqScanCount(handle.client)
   const chain = await jobChain(handle.db, middle, 50)
   expect(chain!.older).toHaveLength(1)
   expect(chain!.newer).toHaveLength(1)
-  expect(await seqScans()).toBe(before)
+  expect(await seqScanCount(handle.client)).toBe(before)
 })

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, expect, test } from 'bun:test'
 import { createDb, type DbHandle } from '../../src/server/db/client'
 import { listJobs } from '../../src/server/graphql/jobQueries'
 import { createTestDatabase, type TestDatabase } from '../helpers/db'
+import { seqScanCount } from '../helpers/plans'
 
 /**
  * jobs(filter) reads each state through its own index: listing a rare type, or one user's jobs, in a
@@ -31,15 +32,6 @@ afterAll(async () => {
   await db?.drop()
 })
 
-async function seqScans(): Promise<number> {
-  const sql = handle.client
-  await sql`SELECT pg_stat_force_next_flush()`
-  await sql`SELECT 1` // the flush happens at the end of a statement
-  await sql`SELECT pg_stat_clear_snapshot()`
-  const [row] = await sql`SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'worker_jobs'`
-  return Number(row!.seq_scan)
-}
-
 const page = { limit: 50, offset: 0, newestFirst: true }
 
 test.each([
@@ -51,11 +43,11 @@ test.each([
   ["a user's jobs of a type", { userId: 7, type: 'rare' }, 2, 2],
   ['a tag', { tag: 'mine' }, 1, 1],
 ])('%s: found through indexes, with the right total', async (_name, filter, items, total) => {
-  const before = await seqScans()
+  const before = await seqScanCount(handle.client)
   const res = await listJobs(handle.db, filter, page)
   expect(res.items).toHaveLength(items)
   expect(res.total).toBe(total)
-  expect(await seqScans()).toBe(before)
+  expect(await seqScanCount(handle.client)).toBe(before)
 })
 
 test('pages merge the states in id order, newest or oldest first', async () => {
@@ -69,7 +61,7 @@ test('pages merge the states in id order, newest or oldest first', async () => {
 })
 
 test('the counter does see a sequential scan when one happens (the checks above can fail)', async () => {
-  const before = await seqScans()
+  const before = await seqScanCount(handle.client)
   await handle.client`SELECT count(*) FROM worker_jobs WHERE data->>'x' = 'y'`
-  expect(await seqScans()).toBe(before + 1)
+  expect(await seqScanCount(handle.client)).toBe(before + 1)
 })

@@ -2,13 +2,14 @@ import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'bun:tes
 import type postgres from 'postgres'
 import type { RunningServer } from '../../src/server/boot'
 import type { ServerApp } from '../../src/server/serverApp'
-import { type SQL, sql as dsql } from 'drizzle-orm'
+import type { SQL } from 'drizzle-orm'
 import { claimJobs, claimStatement, nextLook } from '../../src/server/workers/queue/claim'
 import { seedCronJob } from '../../src/server/workers/queue/seed'
 import { BUILT_IN_PRIORITY, JobInputError } from '../../src/server/workers/queue/submit'
 import { successorOf } from '../../src/server/workers/queue/successor'
 import { createTestDatabase, type TestDatabase } from '../helpers/db'
 import { sqlClient, startTestServer, testServerApp } from '../helpers/engine'
+import { planOf, seqScansOfJobs } from '../helpers/plans'
 import { waitFor } from '../helpers/wait'
 
 /** Priorities: lower runs first, a backlog never delays a more urgent job beyond one claim, built-ins run first. */
@@ -71,30 +72,10 @@ describe('the claim', () => {
   })
 })
 
-/** The statement's EXPLAIN (ANALYZE, BUFFERS) plan, run in a transaction rolled back. */
-async function planOf(statement: SQL): Promise<any> {
-  let plan: any
-  await app.db
-    .transaction(async (tx) => {
-      ;[plan] = (await tx.execute(dsql`EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ${statement}`)) as unknown as any[]
-      throw new Error('rollback')
-    })
-    .catch((e) => {
-      if (e.message !== 'rollback') throw e
-    })
-  return plan['QUERY PLAN'][0].Plan
-}
-
 /** Shared buffers the statement touched. */
 async function buffersOf(statement: SQL): Promise<number> {
-  const top = await planOf(statement)
+  const top = await planOf(app.db, statement, { analyze: true })
   return top['Shared Hit Blocks'] + top['Shared Read Blocks']
-}
-
-/** The plan nodes that read worker_jobs sequentially. */
-function seqScansOfJobs(node: any): any[] {
-  const own = node['Node Type'] === 'Seq Scan' && node['Relation Name'] === 'worker_jobs' ? [node] : []
-  return own.concat(...(node.Plans ?? []).map(seqScansOfJobs))
 }
 
 describe('the claim with a large due backlog', () => {
@@ -107,9 +88,9 @@ describe('the claim with a large due backlog', () => {
     await sql`INSERT INTO worker_jobs (type) SELECT 'noop' FROM generate_series(1, 20000)`
     const [stats] = await sql`SELECT reltuples FROM pg_class WHERE relname = 'worker_jobs'`
     expect(stats?.reltuples).toBe(-1) // never analyzed: the first burst after a deploy
-    expect(seqScansOfJobs(await planOf(claim()))).toEqual([])
+    expect(seqScansOfJobs(await planOf(app.db, claim(), { analyze: true }))).toEqual([])
     await sql`ANALYZE worker_jobs`
-    expect(seqScansOfJobs(await planOf(claim()))).toEqual([])
+    expect(seqScansOfJobs(await planOf(app.db, claim(), { analyze: true }))).toEqual([])
     const claimed = await claimJobs(app.db, { workerId: 'w', limit: 250, leaseMs: 5000, types: ['noop'] })
     expect(claimed.map((j) => j.id)).toEqual(claimed.map((j) => j.id).sort((a, b) => a - b))
     expect(claimed).toHaveLength(250)

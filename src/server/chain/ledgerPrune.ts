@@ -1,5 +1,6 @@
 import { sql } from 'drizzle-orm'
 import type { Executor } from '../db/client'
+import { deleteInBatches } from '../workers/queue/cleanup'
 
 /**
  * Deletes the chain_events rows that nothing needs any more: below every chain's reorg window (cursor −
@@ -18,19 +19,12 @@ export async function pruneChainLedger(db: Executor, opts: { maxReorgDepth: numb
     WHERE c.contype = 'f' AND c.confrelid = 'chain_events'::regclass`)
   // Identifiers from the catalog (regclass text is already quoted where needed), never from input.
   const unreferenced = refs.map((r) => sql`AND NOT EXISTS (SELECT 1 FROM ${sql.raw(r.tbl)} x WHERE x.${sql.identifier(r.col)} = e.id)`)
-  const batchSize = opts.batchSize ?? 10_000
-  let total = 0
-  for (;;) {
-    opts.signal?.throwIfAborted()
-    const rows = await db.execute(sql`
+  return deleteInBatches(db, opts, (limit) => sql`
       DELETE FROM chain_events WHERE id IN (
         SELECT e.id FROM chain_events e JOIN chain_cursors c ON c.chain_id = e.chain_id
         WHERE e.block_number < c.block_number - ${opts.maxReorgDepth} ${sql.join(unreferenced, sql` `)}
-        LIMIT ${batchSize}
+        LIMIT ${limit}
         FOR UPDATE OF e SKIP LOCKED
       )
       RETURNING id`)
-    total += rows.length
-    if (rows.length < batchSize) return total
-  }
 }

@@ -1,4 +1,4 @@
-import { sql } from 'drizzle-orm'
+import { type SQL, sql } from 'drizzle-orm'
 import type { Executor } from '../../db/client'
 
 /**
@@ -11,19 +11,31 @@ export async function deleteExpiredJobs(
   db: Executor,
   opts: { batchSize?: number; signal?: AbortSignal } = {},
 ): Promise<number> {
-  const batchSize = opts.batchSize ?? 10_000
-  let total = 0
-  for (;;) {
-    opts.signal?.throwIfAborted()
-    const rows = await db.execute(sql`
+  return deleteInBatches(db, opts, (limit) => sql`
       DELETE FROM worker_jobs WHERE id IN (
         SELECT id FROM worker_jobs
         WHERE finished IS NOT NULL AND persistent = false AND remove_at < now()
         ORDER BY remove_at
-        LIMIT ${batchSize}
+        LIMIT ${limit}
         FOR UPDATE SKIP LOCKED
       )
       RETURNING id`)
+}
+
+/**
+ * Runs a `DELETE … LIMIT n … RETURNING` statement again until it deletes fewer than `batchSize` rows,
+ * each batch in its own statement (no huge lock or transaction); returns how many it deleted in all.
+ */
+export async function deleteInBatches(
+  db: Executor,
+  opts: { batchSize?: number; signal?: AbortSignal },
+  statement: (limit: number) => SQL,
+): Promise<number> {
+  const batchSize = opts.batchSize ?? 10_000
+  let total = 0
+  for (;;) {
+    opts.signal?.throwIfAborted()
+    const rows = await db.execute(statement(batchSize))
     total += rows.length
     if (rows.length < batchSize) return total
   }

@@ -399,8 +399,10 @@ export class WorkerLoop {
     try {
       const claim = { workerId: this.opts.workerId, leaseMs: this.opts.leaseMs, limit, types: this.types, maxPriority: -1 }
       for (const job of await this.opts.queueDb.run((db) => claimJobs(db, claim))) this.startJob(job, sentAt)
+      this.claimFailingSince = null
     } catch (err) {
       this.unknownClaims = true
+      this.claimFailingSince ??= this.now()
       this.serverApp.metrics.claimFailed()
       this.log.error({ err }, 'claiming urgent jobs failed')
       await this.sleep(Math.min(this.opts.pollIntervalMs, 1000))

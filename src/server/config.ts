@@ -1,6 +1,7 @@
 import { isIP } from 'node:net'
 import { availableParallelism } from 'node:os'
 import { z } from 'zod'
+import { type ChainSpec, chainsVarSchema, resolveChains } from './chainConfig'
 import { redactUrl } from './redact'
 import { cronProblem } from './workers/cron'
 
@@ -175,9 +176,15 @@ const envSchema = z.object({
   CRON_REMOVE_OLD_WORKER_JOBS: cronOrOff.default('0 2 * * *'),
   CRON_WATCH_CHAIN: cronOrOff.default('*/30 * * * * *'),
   DEPLOY_MULTICALL3_ON_BOOT: bool.default(true),
-  // Unset outside production: `npm start` starts a local anvil and uses its URL.
+  // Unset outside production: `npm start` starts a local anvil and uses its URL. CHAINS lists several
+  // chains instead (src/server/chainConfig.ts); CHAIN_RPC_URL and CHAIN_ID are the one-chain shorthand.
   CHAIN_RPC_URL: checked(rpcUrlProblem).optional(),
   CHAIN_ID: int(1).optional(),
+  CHAINS: chainsVarSchema(checked(rpcUrlProblem)).optional(),
+  // Every RPC request: how long one attempt may take, and how many times a failed one is retried on
+  // the same endpoint before the next endpoint of the chain is tried.
+  CHAIN_RPC_TIMEOUT_MS: ms(100).default(15_000),
+  CHAIN_RPC_RETRIES: int(0, 10).default(1),
   SERVER_WALLET_PRIVATE_KEY: hexKey.optional(),
   CHAIN_CONFIRMATIONS: int(0).default(0),
   CHAIN_MAX_BLOCK_RANGE: int(1, 100_000).default(500),
@@ -214,11 +221,8 @@ type Env = z.output<typeof envSchema>
 /** The environment as given: outside production DATABASE_URL and CHAIN_RPC_URL may be unset. */
 export type EnvConfig = Omit<Env, 'SERVER_WALLET_PRIVATE_KEY'> & { SERVER_WALLET_PRIVATE_KEY: `0x${string}` | undefined }
 
-/** What the server and its children run with: every service URL known. */
-export type Config = EnvConfig & { DATABASE_URL: string; CHAIN_RPC_URL: string }
-
-/** The variables whose absence, outside production, means "start it for me" (see src/server/dev/services.ts). */
-const SERVICE_URLS = ['DATABASE_URL', 'CHAIN_RPC_URL'] as const
+/** What the server and its children run with: every service URL known, every chain resolved (never empty). */
+export type Config = EnvConfig & { DATABASE_URL: string; chains: ChainSpec[] }
 
 /** Outside production these have development defaults (the listening URL, a generated secret). */
 const PRODUCTION_REQUIRED = ['BASE_URL', 'SESSION_SECRET'] as const
@@ -227,8 +231,8 @@ const PRODUCTION_REQUIRED = ['BASE_URL', 'SESSION_SECRET'] as const
 const URL_VARS = new Set(['DATABASE_URL'])
 /** Echoed back as scheme://host[:port] only: RPC providers put API keys in the path and query. */
 const RPC_URL_VARS = new Set(['CHAIN_RPC_URL'])
-/** Never echoed back, not even in part. */
-const SECRET_VARS = new Set(['SERVER_WALLET_PRIVATE_KEY', 'SESSION_SECRET', 'ADMIN_API_TOKEN', 'METRICS_TOKEN'])
+/** Never echoed back, not even in part (CHAINS holds RPC URLs with their keys). */
+const SECRET_VARS = new Set(['SERVER_WALLET_PRIVATE_KEY', 'SESSION_SECRET', 'ADMIN_API_TOKEN', 'METRICS_TOKEN', 'CHAINS'])
 
 /**
  * A URL with its password replaced by ***, for messages and logs. It works on strings `new URL` refuses
@@ -273,11 +277,18 @@ export function loadEnvConfig(env: Record<string, string | undefined> = process.
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!
     const name = String(issue.path[0] ?? 'environment')
-    throw new ConfigError(`Invalid environment variable ${name}: ${issue.message}${got(name, cleaned[name], issue.message)}`)
+    // Inside CHAINS, the entry and field: `CHAINS: [1].rpcUrls[0]: expected an http or https URL`.
+    const where = issue.path.slice(1).map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`)).join('').replace(/^\./, '')
+    throw new ConfigError(`Invalid environment variable ${name}: ${where ? `${where}: ` : ''}${issue.message}${got(name, cleaned[name], issue.message)}`)
   }
   const cfg = parsed.data
+  for (const name of ['CHAIN_RPC_URL', 'CHAIN_ID'] as const) {
+    if (cfg.CHAINS && cfg[name] !== undefined) throw new ConfigError(`Invalid environment variable ${name}: set CHAINS or the one-chain CHAIN_RPC_URL/CHAIN_ID, not both`)
+  }
   if (cfg.NODE_ENV === 'production') {
-    for (const name of [...SERVICE_URLS, ...PRODUCTION_REQUIRED])
+    if (!cfg.DATABASE_URL) throw new ConfigError('Missing environment variable DATABASE_URL: required when NODE_ENV=production')
+    if (!cfg.CHAIN_RPC_URL && !cfg.CHAINS) throw new ConfigError('Missing environment variable CHAIN_RPC_URL (or CHAINS): required when NODE_ENV=production')
+    for (const name of PRODUCTION_REQUIRED)
       if (!cfg[name]) throw new ConfigError(`Missing environment variable ${name}: required when NODE_ENV=production`)
   }
   let key = cfg.SERVER_WALLET_PRIVATE_KEY as `0x${string}` | undefined
@@ -291,10 +302,18 @@ export function loadEnvConfig(env: Record<string, string | undefined> = process.
  */
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
   const cfg = loadEnvConfig(env)
-  const { DATABASE_URL, CHAIN_RPC_URL } = cfg
-  if (!DATABASE_URL) throw missingOutsideStart('DATABASE_URL')
-  if (!CHAIN_RPC_URL) throw missingOutsideStart('CHAIN_RPC_URL')
-  return { ...cfg, DATABASE_URL, CHAIN_RPC_URL }
+  if (!cfg.DATABASE_URL) throw missingOutsideStart('DATABASE_URL')
+  if (!cfg.CHAIN_RPC_URL && !cfg.CHAINS) throw missingOutsideStart('CHAIN_RPC_URL (or CHAINS)')
+  return withServices(cfg, { DATABASE_URL: cfg.DATABASE_URL })
+}
+
+/**
+ * The server's config from the environment's and the service URLs known now (the development services
+ * fill in an unset DATABASE_URL, and a CHAIN_RPC_URL when no chain is configured at all).
+ */
+export function withServices(env: EnvConfig, services: { DATABASE_URL: string; CHAIN_RPC_URL?: string }): Config {
+  const cfg = { ...env, DATABASE_URL: services.DATABASE_URL, CHAIN_RPC_URL: services.CHAIN_RPC_URL ?? env.CHAIN_RPC_URL }
+  return { ...cfg, chains: resolveChains(cfg) }
 }
 
 const missingOutsideStart = (name: string) =>

@@ -1,4 +1,4 @@
-import type { ChainClients } from './chain/clients'
+import type { ChainClients, ChainSet } from './chain/clients'
 import type { Config } from './config'
 import { createDb, type Database, type DbHandle } from './db/client'
 import type { Logger } from './log'
@@ -15,6 +15,9 @@ export interface ServerApp {
   db: Database
   dbHandle: DbHandle
   log: Logger
+  /** Every configured chain (CHAINS, or the one chain of CHAIN_RPC_URL). */
+  chains: ChainSet
+  /** The default chain: the first of `chains` (sign-in, and jobs whose data names no chain). */
   chain: ChainClients
   registry: JobRegistry
   workerManager: JobSubmitter
@@ -44,8 +47,9 @@ export function createServerApp(opts: {
     connectTimeoutMs: opts.config.DB_CONNECT_TIMEOUT_MS,
     statementTimeoutMs: opts.config.DB_STATEMENT_TIMEOUT_MS,
   })
-  let chain: ChainClients | undefined
+  let chains: ChainSet | undefined
   let listening: URL | undefined
+  const metrics = new JobMetricsRecorder()
   const configured = opts.config.BASE_URL ? new URL(opts.config.BASE_URL) : undefined
   return {
     config: opts.config,
@@ -54,13 +58,18 @@ export function createServerApp(opts: {
     log: opts.log,
     // Built on first use: viem is the largest dependency, and a worker that never runs a chain job
     // should not pay its memory. Bun's require loads the module synchronously.
+    get chains() {
+      chains ??= (require('./chain/clients') as typeof import('./chain/clients')).createChainSet(opts.config, (spec, endpoint, outcome) =>
+        metrics.rpcRequestEnded(spec.id, endpoint, outcome),
+      )
+      return chains
+    },
     get chain() {
-      chain ??= (require('./chain/clients') as typeof import('./chain/clients')).createChainClients(opts.config)
-      return chain
+      return this.chains.get()
     },
     registry: opts.registry,
     workerManager: createSubmitter(dbHandle.db, opts.registry),
-    metrics: new JobMetricsRecorder(),
+    metrics,
     baseUrl() {
       const url = configured ?? listening
       if (!url) throw new Error('the server has no base URL yet: BASE_URL is unset and it is not listening')

@@ -1,4 +1,5 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, setDefaultTimeout, test } from 'bun:test'
+import pino from 'pino'
 import type { Hex } from 'viem'
 import { type WatchChainResult, watchChain } from '../../src/server/chain/watcher'
 import { createLogger } from '../../src/server/log'
@@ -20,6 +21,9 @@ import { type RpcProxy, startRpcProxy } from '../helpers/rpcProxy'
 setDefaultTimeout(60_000)
 
 const log = createLogger({ level: 'silent' })
+
+/** A logger that keeps the lines at error level and above (the halting run must log one, and later runs none). */
+const capturingLog = (into: string[]) => pino({ level: 'error' }, { write: (line: string) => void into.push(line) })
 
 let anvil: Anvil
 let db: TestDatabase
@@ -112,6 +116,7 @@ describe('watchChain: ERC-20 transfers become notifications', () => {
     expect(row!.created_at).toBeInstanceOf(Date)
     expect(row!.data).toEqual({
       type: 'token_transfer',
+      chainId: 31337,
       token: f.token.toLowerCase(),
       from: user(u1).address.toLowerCase(),
       to: user(u2).address.toLowerCase(),
@@ -291,7 +296,7 @@ describe('watchChain: reorgs', () => {
     expect(await notificationCounts(f)).toEqual({ [user(u2).id]: 1 })
   })
 
-  test('a reorg deeper than CHAIN_MAX_REORG_DEPTH fails clearly and changes nothing', async () => {
+  test('a reorg deeper than CHAIN_MAX_REORG_DEPTH halts the chain: one logged error, later runs fail fast, nothing skipped; the documented repair resumes it', async () => {
     const start = (await head()) + 1n
     const snap = await anvil.client.snapshot()
     for (let i = 0; i < 4; i++) await transfer(f, user(u1).address, f.stranger, 1n)
@@ -301,19 +306,44 @@ describe('watchChain: reorgs', () => {
     const [cursorBefore] = await f.sql`SELECT block_number, block_hash FROM chain_cursors`
     await anvil.client.revert({ id: snap })
     for (let i = 0; i < 5; i++) await transfer(f, user(u2).address, f.stranger, 2n)
-    await expect(watchChain(shallow, { log })).rejects.toThrow(/reorganised deeper than CHAIN_MAX_REORG_DEPTH \(2\)/)
+    const errors: string[] = []
+    const captured = capturingLog(errors)
+    await expect(watchChain(shallow, { log: captured })).rejects.toThrow(/reorganised deeper than CHAIN_MAX_REORG_DEPTH \(2\)/)
     expect(await actualNotificationKeys(f)).toEqual(before)
-    expect((await f.sql`SELECT block_number, block_hash FROM chain_cursors`)[0]).toEqual(cursorBefore!)
-    // The documented manual recovery: rewind to a trusted block, and the next run reads the canonical chain.
+    const [halted] = await f.sql`SELECT block_number, block_hash, halted_at IS NOT NULL AS halted, halted_reason FROM chain_cursors`
+    expect({ block_number: halted!.block_number, block_hash: halted!.block_hash }).toEqual(cursorBefore!)
+    expect(halted!.halted).toBe(true)
+    expect(halted!.halted_reason).toContain('reorganised deeper than CHAIN_MAX_REORG_DEPTH (2)')
+    // Halted: the next runs fail at once with the stored reason, read no block and log nothing more.
+    const calls = proxy()
+    await expect(watchChain(app({ CHAIN_START_BLOCK: String(start), CHAIN_MAX_REORG_DEPTH: '2' }, calls.url), { log: captured })).rejects.toThrow(
+      /watchChain is halted for chain \d+ .*reorganised deeper/,
+    )
+    expect(calls.calls.filter((c) => c.method === 'eth_getLogs' || c.method === 'eth_getBlockByNumber')).toEqual([])
+    expect(errors).toHaveLength(1)
+    // The documented manual recovery: rewind to a trusted block, clear the halt, and the next run reads the canonical chain.
     const trusted = start - 1n
     const trustedHash = (await anvil.client.getBlock({ blockNumber: trusted })).hash
     await f.sql`DELETE FROM chain_events WHERE block_number > ${trusted.toString()}`
     await f.sql`DELETE FROM chain_blocks WHERE block_number > ${trusted.toString()}`
-    await f.sql`UPDATE chain_cursors SET block_number = ${trusted.toString()}, block_hash = ${trustedHash}`
+    await f.sql`UPDATE chain_cursors SET block_number = ${trusted.toString()}, block_hash = ${trustedHash}, halted_at = NULL, halted_reason = NULL`
     const end = await head()
     expect(await run(shallow)).toMatchObject({ reorgDepth: 0, fromBlock: String(start), events: 5 })
     expect(await actualNotificationKeys(f)).toEqual(await expectedNotificationKeys(f, start, end))
     expect(await notificationCounts(f)).toEqual({ [user(u2).id]: 5 })
+  })
+
+  test('a cursor block the chain no longer has (a node reset below it) halts the chain instead of skipping', async () => {
+    const start = (await head()) + 1n
+    const snap = await anvil.client.snapshot()
+    for (let i = 0; i < 3; i++) await transfer(f, user(u1).address, f.stranger, 1n)
+    const a = app({ CHAIN_START_BLOCK: String(start), CHAIN_MAX_REORG_DEPTH: '2' })
+    await run(a)
+    // Back to before the range, with nothing mined since: the cursor's block number is above the head now.
+    await anvil.client.revert({ id: snap })
+    await expect(watchChain(a, { log })).rejects.toThrow(/no longer has the cursor block/)
+    const [row] = await f.sql`SELECT halted_at IS NOT NULL AS halted FROM chain_cursors`
+    expect(row!.halted).toBe(true)
   })
 })
 

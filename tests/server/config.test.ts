@@ -74,7 +74,7 @@ describe('loadEnvConfig', () => {
     expect(expectBad({ NODE_ENV: 'production' }, 'DATABASE_URL')).toBe('Missing environment variable DATABASE_URL: required when NODE_ENV=production')
     expect(expectBad({ NODE_ENV: 'production', DATABASE_URL: '' }, 'DATABASE_URL')).toContain('required when NODE_ENV=production')
     expect(expectBad({ NODE_ENV: 'production', DATABASE_URL: DB }, 'CHAIN_RPC_URL')).toBe(
-      'Missing environment variable CHAIN_RPC_URL: required when NODE_ENV=production',
+      'Missing environment variable CHAIN_RPC_URL (or CHAINS): required when NODE_ENV=production',
     )
     expect(expectBad({ NODE_ENV: 'production', DATABASE_URL: DB, CHAIN_RPC_URL: RPC }, 'BASE_URL')).toBe(
       'Missing environment variable BASE_URL: required when NODE_ENV=production',

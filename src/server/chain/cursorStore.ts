@@ -1,4 +1,4 @@
-import { and, desc, eq, gt, gte, inArray, lt, sql } from 'drizzle-orm'
+import { and, desc, eq, gt, gte, inArray, isNotNull, isNull, lt, sql } from 'drizzle-orm'
 import type { Hex } from 'viem'
 import type { Database, Executor, Transaction } from '../db/client'
 import { chainBlocks, chainCursors, chainEvents } from '../db/schema'
@@ -10,6 +10,8 @@ import type { RangeRead } from './readRange'
 export interface Cursor {
   number: bigint
   hash: Hex
+  /** Why watchChain stopped this chain (haltCursor); null while it runs. */
+  haltedReason?: string | null
 }
 
 /** Rows per INSERT: well under Postgres' 65,535 bind parameters per statement. */
@@ -17,7 +19,33 @@ const LEDGER_CHUNK = 1000
 
 export async function loadCursor(db: Executor, chainId: number): Promise<Cursor | null> {
   const [row] = await db.select().from(chainCursors).where(eq(chainCursors.chainId, chainId))
-  return row ? { number: row.blockNumber, hash: row.blockHash as Hex } : null
+  return row ? { number: row.blockNumber, hash: row.blockHash as Hex, haltedReason: row.haltedReason } : null
+}
+
+/**
+ * Stops watchChain on a chain, durably, instead of skipping blocks: only while the cursor is still where
+ * this run found it (a repaired cursor is never halted by a stale run). Returns whether this call halted
+ * it, so the error is logged once, by the run that found the problem.
+ */
+export async function haltCursor(db: Executor, chainId: number, expected: Cursor, reason: string): Promise<boolean> {
+  const halted = await db
+    .update(chainCursors)
+    .set({ haltedAt: sql`now()`, haltedReason: reason, updatedAt: sql`now()` })
+    .where(
+      and(
+        eq(chainCursors.chainId, chainId),
+        eq(chainCursors.blockNumber, expected.number),
+        eq(chainCursors.blockHash, expected.hash),
+        isNull(chainCursors.haltedAt),
+      ),
+    )
+    .returning({ chainId: chainCursors.chainId })
+  return halted.length > 0
+}
+
+/** The chains watchChain has stopped, for /metrics (worker_chain_halted). */
+export function haltedChains(db: Executor): Promise<{ chainId: number }[]> {
+  return db.select({ chainId: chainCursors.chainId }).from(chainCursors).where(isNotNull(chainCursors.haltedAt))
 }
 
 /** First run: the cursor starts just before the first block to read, and that block's parent is remembered for walk-back. */

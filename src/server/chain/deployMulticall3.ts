@@ -21,6 +21,8 @@ export type DeployMulticall3Result =
   | { action: 'redeployed'; reason: 'forceRedeploy' | 'deployerNonceUsed'; method: string }
 
 export interface DeployMulticall3Options {
+  /** The chain (one of CHAINS); the default chain when unset. */
+  chainId?: number
   forceRedeploy?: boolean
   log: Logger
   signal?: AbortSignal
@@ -34,14 +36,14 @@ export interface DeployMulticall3Options {
  * then finds the code and returns alreadyDeployed).
  */
 export async function deployMulticall3(serverApp: ServerApp, opts: DeployMulticall3Options): Promise<DeployMulticall3Result> {
-  const { chain, config } = serverApp
+  const chain = serverApp.chains.get(opts.chainId)
   try {
     const chainId = await chain.getChainId()
     return await withAdvisoryLock(serverApp.dbHandle, `chain.deployMulticall3:${chainId}`, () => ensureMulticall3({ chain, db: serverApp.db, chainId }, opts), {
       signal: opts.signal,
     })
   } catch (err) {
-    explainChainError(err, config.CHAIN_RPC_URL)
+    explainChainError(err, chain.spec)
   }
 }
 

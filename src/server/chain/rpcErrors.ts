@@ -1,4 +1,5 @@
 import { BaseError, HttpRequestError, RpcError, TimeoutError } from 'viem'
+import type { ChainSpec } from '../chainConfig'
 import { parseRetryAfter } from './providerLimits'
 
 /** The RPC endpoint without path, query or credentials: API keys often live in the URL and must not reach logs or job results. */
@@ -56,25 +57,32 @@ export function retryAfterMs(err: unknown): number | null {
   return parseRetryAfter(http?.headers?.get('retry-after'))
 }
 
+type ChainRef = Pick<ChainSpec, 'rpcUrls' | 'tagSuffix' | 'id'>
+
+/** A chain's endpoints for a message (hosts only), and which variable configures them. */
+const hostsOf = (chain: ChainRef) => chain.rpcUrls.map(rpcHost).join(', ')
+const sourceOf = (chain: ChainRef) => (chain.tagSuffix ? `CHAINS, chain ${chain.id}` : 'CHAIN_RPC_URL')
+
 export class ChainUnreachableError extends Error {
-  constructor(url: string, cause: unknown) {
+  constructor(chain: ChainRef, cause: unknown) {
     const detail = cause instanceof BaseError ? cause.shortMessage : String(cause)
-    super(`chain RPC at ${rpcHost(url)} is unreachable (CHAIN_RPC_URL): ${detail}`, { cause })
+    const all = chain.rpcUrls.length > 1 ? '; every endpoint failed' : ''
+    super(`chain RPC at ${hostsOf(chain)} is unreachable (${sourceOf(chain)}${all}): ${detail}`, { cause })
     this.name = 'ChainUnreachableError'
   }
 }
 
 export class ChainRateLimitedError extends Error {
-  constructor(url: string, cause: unknown) {
-    super(`chain RPC at ${rpcHost(url)} is rate limiting this server (HTTP 429 or the provider's rate-limit error); backing off and retrying later`, { cause })
+  constructor(chain: ChainRef, cause: unknown) {
+    super(`chain RPC at ${hostsOf(chain)} is rate limiting this server (${sourceOf(chain)}; HTTP 429 or the provider's rate-limit error); backing off and retrying later`, { cause })
     this.name = 'ChainRateLimitedError'
   }
 }
 
 /** Rethrows rate limits and transport failures as one clear error each; other errors pass through unchanged. */
-export function explainChainError(err: unknown, url: string): never {
+export function explainChainError(err: unknown, chain: ChainRef): never {
   if (err instanceof ChainRateLimitedError || err instanceof ChainUnreachableError) throw err
-  if (isRateLimited(err)) throw new ChainRateLimitedError(url, err)
-  if (isTransportError(err)) throw new ChainUnreachableError(url, err)
+  if (isRateLimited(err)) throw new ChainRateLimitedError(chain, err)
+  if (isTransportError(err)) throw new ChainUnreachableError(chain, err)
   throw err
 }

@@ -2,12 +2,13 @@ import type { Hex } from 'viem'
 import type { Logger } from '../log'
 import type { ServerApp } from '../serverApp'
 import { withTryAdvisoryLock } from './advisoryLock'
-import { commitRange, type Cursor, initCursor, loadCursor, rewindCursor } from './cursorStore'
+import type { ChainClients } from './clients'
+import { commitRange, type Cursor, haltCursor, initCursor, loadCursor, rewindCursor } from './cursorStore'
 import { assertHandlers, chainEventHandlers } from './handlers/registry'
 import type { ChainEventHandler } from './handlers/types'
 import { canonicalHash, ReadRaceError, readRange } from './readRange'
 import { backoffMs, RangeSizer, sleep } from './providerLimits'
-import { findCommonAncestor } from './reorg'
+import { ChainHaltedError, DeepReorgError, findCommonAncestor } from './reorg'
 import { ChainRateLimitedError, explainChainError, isRangeRefused, isRateLimited, retryAfterMs } from './rpcErrors'
 
 export interface WatchChainResult {
@@ -25,6 +26,8 @@ export interface WatchChainResult {
 }
 
 export interface WatchChainOptions {
+  /** The chain to watch (one of CHAINS); the default chain when unset. */
+  chainId?: number
   log: Logger
   signal?: AbortSignal
   handlers?: readonly ChainEventHandler<any>[]
@@ -57,31 +60,33 @@ function rangeSizer(chainId: number, max: number): RangeSizer {
 }
 
 /**
- * The watchChain job. Only one runner per chain at a time across every worker and server instance: a session
- * advisory lock keyed by the chain id; a second concurrent run returns at once without touching anything.
+ * The watchChain job, for one chain. Only one runner per chain at a time across every worker and server
+ * instance: a session advisory lock keyed by the chain id; a second concurrent run returns at once without
+ * touching anything. Chains are independent: each has its own lock, cursor, ledger rows and schedule.
  */
 export async function watchChain(serverApp: ServerApp, opts: WatchChainOptions): Promise<WatchChainResult | { skipped: 'already running' }> {
+  const chain = serverApp.chains.get(opts.chainId)
   try {
-    const chainId = await serverApp.chain.getChainId()
-    const res = await withTryAdvisoryLock(serverApp.dbHandle, `chain.watchChain:${chainId}`, () => watchLocked(serverApp, chainId, opts))
+    const chainId = await chain.getChainId()
+    const res = await withTryAdvisoryLock(serverApp.dbHandle, `chain.watchChain:${chainId}`, () => watchLocked(serverApp, chain, chainId, opts))
     if (!res.acquired) {
       opts.log.info({ chainId }, 'watchChain already running elsewhere; skipped')
       return { skipped: 'already running' }
     }
     return res.value
   } catch (err) {
-    explainChainError(err, serverApp.config.CHAIN_RPC_URL)
+    explainChainError(err, chain.spec)
   }
 }
 
-async function watchLocked(serverApp: ServerApp, chainId: number, opts: WatchChainOptions): Promise<WatchChainResult> {
+async function watchLocked(serverApp: ServerApp, chain: ChainClients, chainId: number, opts: WatchChainOptions): Promise<WatchChainResult> {
   const { config, db } = serverApp
   const { log } = opts
-  const { publicClient } = serverApp.chain
-  const handlers = opts.handlers ?? chainEventHandlers
+  const { publicClient, spec } = chain
+  const handlers = (opts.handlers ?? chainEventHandlers).filter((h) => !h.chainIds || h.chainIds.includes(chainId))
   assertHandlers(handlers)
-  const confirmations = BigInt(config.CHAIN_CONFIRMATIONS)
-  const sizer = rangeSizer(chainId, config.CHAIN_MAX_BLOCK_RANGE)
+  const confirmations = BigInt(spec.confirmations)
+  const sizer = rangeSizer(chainId, spec.maxBlockRange)
   const maxReorgDepth = config.CHAIN_MAX_REORG_DEPTH
   const deadline = Date.now() + (opts.maxRunMs ?? 60_000)
   const result: WatchChainResult = { chainId, fromBlock: null, toBlock: null, events: 0, reorgDepth: 0, ranges: 0, caughtUp: false }
@@ -99,9 +104,10 @@ async function watchLocked(serverApp: ServerApp, chainId: number, opts: WatchCha
       const head = await publicClient.getBlockNumber({ cacheTime: 0 })
       const safeHead = head - confirmations
       let cursor = await loadCursor(db, chainId)
+      if (cursor?.haltedReason) throw new ChainHaltedError(chainId, cursor.haltedReason)
       if (!cursor) {
-        // First run on this chain: start at CHAIN_START_BLOCK, or at the current safe head.
-        const start = config.CHAIN_START_BLOCK !== undefined ? BigInt(config.CHAIN_START_BLOCK) : safeHead
+        // First run on this chain: start at its startBlock (CHAIN_START_BLOCK), or at the current safe head.
+        const start = spec.startBlock !== undefined ? BigInt(spec.startBlock) : safeHead
         if (safeHead < 0n || start > safeHead) {
           result.caughtUp = true
           break
@@ -117,7 +123,13 @@ async function watchLocked(serverApp: ServerApp, chainId: number, opts: WatchCha
       const atCursor = await canonicalHash(publicClient, cursor.number)
       if (atCursor !== cursor.hash.toLowerCase()) {
         if (++rewinds > MAX_REWINDS) throw new Error(`watchChain: chain ${chainId} kept reorganising (${MAX_REWINDS} rewinds in one run)`)
-        const ancestor = await findCommonAncestor(publicClient, db, chainId, cursor, maxReorgDepth)
+        const ancestor = await findCommonAncestor(publicClient, db, chainId, cursor, maxReorgDepth).catch(async (err) => {
+          if (!(err instanceof DeepReorgError)) throw err
+          // Skipping ahead would lose events, and rewinding past the window would guess: stop this chain,
+          // durably, and say why once (the run that halts it); later runs fail with ChainHaltedError.
+          if (await haltCursor(db, chainId, cursor!, err.message)) log.error({ chainId, cursorBlock: cursor!.number.toString() }, err.message)
+          throw err
+        })
         const removed = await rewindCursor(db, chainId, cursor, ancestor)
         const depth = Number(cursor.number - ancestor.number)
         result.reorgDepth = Math.max(result.reorgDepth, depth)
@@ -171,7 +183,7 @@ async function watchLocked(serverApp: ServerApp, chainId: number, opts: WatchCha
         continue
       }
       if (isRateLimited(err)) {
-        if (++rateLimited > MAX_RATE_LIMITED) throw new ChainRateLimitedError(serverApp.config.CHAIN_RPC_URL, err)
+        if (++rateLimited > MAX_RATE_LIMITED) throw new ChainRateLimitedError(spec, err)
         const wait = backoffMs(rateLimited, { ...RATE_BACKOFF, retryAfterMs: retryAfterMs(err) })
         log.info({ chainId, attempt: rateLimited, waitMs: wait }, 'the RPC provider is rate limiting; backing off')
         await sleep(wait, opts.signal)

@@ -175,6 +175,11 @@ export const chainCursors = pgTable('chain_cursors', {
   blockNumber: bigint('block_number', { mode: 'bigint' }).notNull(),
   blockHash: text('block_hash').notNull(),
   updatedAt: tstz('updated_at').notNull().defaultNow(),
+  // Set when watchChain stopped this chain rather than skip blocks (a reorg deeper than the remembered
+  // window, or a cursor block the chain no longer has); every later run fails with halted_reason until
+  // an operator repairs the cursor and clears both (docs/chain-jobs.md).
+  haltedAt: tstz('halted_at'),
+  haltedReason: text('halted_reason'),
 })
 
 /** Hashes of recently processed blocks, so a reorg can be traced back to the last block that still agrees. */

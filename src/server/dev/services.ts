@@ -1,5 +1,5 @@
 import { join } from 'node:path'
-import type { Config, EnvConfig } from '../config'
+import { type Config, type EnvConfig, withServices } from '../config'
 import type { Logger } from '../log'
 
 export interface DevServices {
@@ -11,7 +11,8 @@ export interface DevServices {
 
 /**
  * The one-command start: outside production, an unset DATABASE_URL starts an embedded Postgres (data kept
- * in DEV_DATA_DIR/postgres, database `dapp`) and an unset CHAIN_RPC_URL starts a local anvil, both at once.
+ * in DEV_DATA_DIR/postgres, database `dapp`) and no chain at all (neither CHAIN_RPC_URL nor CHAINS) starts
+ * a local anvil, both at once.
  * Each module is imported only when needed, so a configured or production server never loads them.
  */
 export async function startDevServices(env: EnvConfig, log: Logger): Promise<DevServices> {
@@ -28,20 +29,21 @@ export async function startDevServices(env: EnvConfig, log: Logger): Promise<Dev
         log.info({ url: pg.url, dataDir: pg.dataDir, postgresPid: pg.pid }, 'started embedded Postgres')
         return pg.url
       })(),
-    env.CHAIN_RPC_URL ??
-      (async () => {
-        const { startLocalChain } = await import('./localChain')
-        const chain = await startLocalChain()
-        stops.push(chain.stop)
-        log.info({ url: chain.url, anvilPid: chain.pid }, 'started anvil')
-        return chain.url
-      })(),
+    env.CHAIN_RPC_URL || env.CHAINS
+      ? env.CHAIN_RPC_URL
+      : (async () => {
+          const { startLocalChain } = await import('./localChain')
+          const chain = await startLocalChain()
+          stops.push(chain.stop)
+          log.info({ url: chain.url, anvilPid: chain.pid }, 'started anvil')
+          return chain.url
+        })(),
   ])
   const failed = results.find((r) => r.status === 'rejected')
   if (failed) {
     await stop()
     throw failed.reason
   }
-  const [databaseUrl, chainRpcUrl] = results.map((r) => (r as PromiseFulfilledResult<string>).value) as [string, string]
-  return { config: { ...env, DATABASE_URL: databaseUrl, CHAIN_RPC_URL: chainRpcUrl }, stop }
+  const [databaseUrl, chainRpcUrl] = results.map((r) => (r as PromiseFulfilledResult<string | undefined>).value) as [string, string | undefined]
+  return { config: withServices(env, { DATABASE_URL: databaseUrl, CHAIN_RPC_URL: chainRpcUrl }), stop }
 }

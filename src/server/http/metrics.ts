@@ -1,4 +1,5 @@
 import { Counter, Gauge, Registry } from 'prom-client'
+import { haltedChains } from '../chain/cursorStore'
 import { queueDepth, type TypeDepth } from '../workers/queue/depth'
 import { limitOf } from '../workers/queue/limits'
 import { typeLabel } from '../workers/jobMetrics'
@@ -91,6 +92,13 @@ export function createMetrics(serverApp: ServerApp, manager: WorkerManager | nul
     }
   }
   const dbUp = new Gauge({ name: 'worker_jobs_query_up', help: '1 when this scrape could read the job table, else 0', registers })
+  // From chain_cursors (one row per chain), so every server shows it whichever one halted the chain.
+  const chainHalted = new Gauge({
+    name: 'worker_chain_halted',
+    help: 'Per configured chain: 1 when watchChain has stopped it rather than skip blocks (a reorg deeper than CHAIN_MAX_REORG_DEPTH, or a cursor block the chain no longer has; see chain_cursors.halted_reason), else 0',
+    labelNames: ['chain_id'],
+    registers,
+  })
 
   if (manager) {
     for (const metric of manager.metrics.all) registry.registerMetric(metric)
@@ -170,6 +178,10 @@ export function createMetrics(serverApp: ServerApp, manager: WorkerManager | nul
     oldestDue.set(oldest)
     unrunnable.set(waiting)
     for (const [priority, n] of Object.entries(bands)) depthByPriority.set({ priority }, n)
+    const halted = new Set((await haltedChains(serverApp.db).catch(() => [])).map((r) => r.chainId))
+    // The shorthand's chain id may be unknown here (CHAIN_ID unset): its row, once halted, still shows.
+    const ids = new Set([...serverApp.config.chains.flatMap((c) => (c.id === undefined ? [] : [c.id])), ...halted])
+    for (const id of ids) chainHalted.set({ chain_id: String(id) }, halted.has(id) ? 1 : 0)
   }
 
   // Concurrent scrapes share one query (and cannot interleave their resets and sets).

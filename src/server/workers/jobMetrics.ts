@@ -30,6 +30,14 @@ export function typeLabel(registry: Readonly<Record<string, unknown>>, type: str
   return Object.hasOwn(registry, type) ? type : UNREGISTERED_TYPE
 }
 
+/**
+ * How one RPC request to one endpoint ended: answered, answered with an error (the node's refusal of a
+ * range counts here), rate limited (HTTP 429 or the provider's words), or not answered at all
+ * (connection refused, HTTP error, timeout).
+ */
+export const RPC_OUTCOMES = ['ok', 'rpc_error', 'rate_limited', 'unreachable'] as const
+export type RpcOutcome = (typeof RPC_OUTCOMES)[number]
+
 /** Pickup latency buckets, in seconds: from a NOTIFY-driven pickup (a few ms) to a backlog of minutes. */
 export const PICKUP_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300] as const
 /** Run time buckets, in seconds: from a no-op to the longest timeouts. */
@@ -50,6 +58,8 @@ export interface JobMetricsDelta {
   claimErrors: number
   /** chain id → head − cursor in blocks, as last seen. */
   chainLag: Record<string, number>
+  /** [chain id ("" when not configured), endpoint index in the chain's rpcUrls, outcome, count] */
+  rpc?: [string, number, RpcOutcome, number][]
 }
 
 function bucketOf(bounds: readonly number[], value: number): number {
@@ -78,6 +88,7 @@ export class JobMetricsRecorder {
   private runTime = new Map<string, HistogramDelta>()
   private claimErrors = 0
   private chainLag = new Map<string, number>()
+  private rpc = new Map<string, number>()
   private dirty = false
 
   /** A run's outcome was written (after the write confirmed it); `runMs` is the handler's duration. */
@@ -105,6 +116,13 @@ export class JobMetricsRecorder {
     this.dirty = true
   }
 
+  /** An RPC request to endpoint `endpoint` (index into the chain's rpcUrls) ended. */
+  rpcRequestEnded(chainId: number | undefined, endpoint: number, outcome: RpcOutcome): void {
+    const key = `${chainId ?? ''}\u0000${endpoint}\u0000${outcome}`
+    this.rpc.set(key, (this.rpc.get(key) ?? 0) + 1)
+    this.dirty = true
+  }
+
   /** Everything counted since the last call, or null when nothing was. */
   take(): JobMetricsDelta | null {
     if (!this.dirty) return null
@@ -117,12 +135,17 @@ export class JobMetricsRecorder {
       runTime: Object.fromEntries(this.runTime),
       claimErrors: this.claimErrors,
       chainLag: Object.fromEntries(this.chainLag),
+      rpc: [...this.rpc].map(([key, n]) => {
+        const [chainId, endpoint, outcome] = key.split('\u0000') as [string, string, RpcOutcome]
+        return [chainId, Number(endpoint), outcome, n]
+      }),
     }
     this.runs = new Map()
     this.pickup = new Map()
     this.runTime = new Map()
     this.claimErrors = 0
     this.chainLag = new Map()
+    this.rpc = new Map()
     this.dirty = false
     return delta
   }

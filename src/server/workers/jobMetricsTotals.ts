@@ -1,14 +1,20 @@
 import { Counter, Gauge, Histogram, type LabelValues, type Metric } from 'prom-client'
+import type { Config } from '../config'
+import { redactUrl } from '../redact'
 import type { JobRegistry } from './jobs/types'
 import {
   type HistogramDelta,
   type JobMetricsDelta,
   PICKUP_BUCKETS,
+  RPC_OUTCOMES,
   RUN_BUCKETS,
   RUN_OUTCOMES,
   type RunOutcome,
   typeLabel,
 } from './jobMetrics'
+
+/** What the RPC metrics need of the config: the chains and their request settings. */
+export type ChainMetricsConfig = Pick<Config, 'chains' | 'CHAIN_RPC_TIMEOUT_MS' | 'CHAIN_RPC_RETRIES'>
 
 /** The outcomes a child may report: `rescued` is the manager's own. */
 const REPORTED = new Set<string>(RUN_OUTCOMES.filter((o) => o !== 'rescued'))
@@ -105,7 +111,29 @@ export class JobMetricsTotals {
     registers: [],
   })
 
-  constructor(private readonly registry: JobRegistry) {
+  readonly rpcRequests = new Counter({
+    name: 'worker_chain_rpc_requests_total',
+    help: 'RPC requests to each configured endpoint (scheme://host[:port] only), by chain and outcome: ok, rpc_error (the node answered with an error), rate_limited, unreachable (no answer, HTTP error or timeout; the next endpoint is tried)',
+    labelNames: ['chain_id', 'endpoint', 'outcome'],
+    registers: [],
+  })
+  readonly rpcSettings = new Gauge({
+    name: 'worker_chain_rpc_settings',
+    help: 'How this server talks to each chain: endpoints (RPC URLs configured), timeout_seconds (per attempt, CHAIN_RPC_TIMEOUT_MS), retries (of the whole endpoint list, CHAIN_RPC_RETRIES)',
+    labelNames: ['chain_id', 'setting'],
+    registers: [],
+  })
+
+  constructor(
+    private readonly registry: JobRegistry,
+    private readonly chains: ChainMetricsConfig = { chains: [], CHAIN_RPC_TIMEOUT_MS: 0, CHAIN_RPC_RETRIES: 0 },
+  ) {
+    for (const chain of chains.chains) {
+      const chainId = String(chain.id ?? '')
+      this.rpcSettings.set({ chain_id: chainId, setting: 'endpoints' }, chain.rpcUrls.length)
+      this.rpcSettings.set({ chain_id: chainId, setting: 'timeout_seconds' }, chains.CHAIN_RPC_TIMEOUT_MS / 1000)
+      this.rpcSettings.set({ chain_id: chainId, setting: 'retries' }, chains.CHAIN_RPC_RETRIES)
+    }
     // Every series a dashboard may rate() exists from the start, at 0.
     for (const type of Object.keys(registry)) for (const outcome of RUN_OUTCOMES) this.runs.inc({ type, outcome }, 0)
     this.claimErrors.inc(0)
@@ -116,7 +144,7 @@ export class JobMetricsTotals {
 
   /** Every metric here, for a Registry to register. */
   get all(): Metric<string>[] {
-    return [this.runs, this.pickup, this.runTime, this.claimErrors, this.rescues, this.chainLag]
+    return [this.runs, this.pickup, this.runTime, this.claimErrors, this.rescues, this.chainLag, this.rpcRequests, this.rpcSettings]
   }
 
   typeLabel(type: string): string {
@@ -139,6 +167,12 @@ export class JobMetricsTotals {
     if (delta.claimErrors > 0) this.claimErrors.inc(delta.claimErrors)
     for (const [chainId, blocks] of Object.entries(delta.chainLag)) {
       if (/^\d{1,12}$/.test(chainId) && Number.isFinite(blocks)) this.chainLag.set({ chain_id: chainId }, blocks)
+    }
+    for (const [chainId, endpoint, outcome, n] of delta.rpc ?? []) {
+      // The endpoint label is the configured URL's redacted host, looked up here: a report carries only its index.
+      const chain = this.chains.chains.find((c) => String(c.id ?? '') === chainId)
+      const url = chain?.rpcUrls[endpoint]
+      if (url && RPC_OUTCOMES.includes(outcome) && n > 0) this.rpcRequests.inc({ chain_id: chainId, endpoint: redactUrl(url), outcome }, n)
     }
   }
 

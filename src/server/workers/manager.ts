@@ -9,7 +9,7 @@ import { createSubmitter, type JobSubmitter, type ServerApp } from '../serverApp
 import { STATUS_INTERVAL_MS, type ToChild, type ToManager } from './ipc'
 import { JobMetricsTotals, type RescueCause } from './jobMetricsTotals'
 import { type RescueTarget, rescueJobs } from './queue/rescue'
-import { seedCronJob } from './queue/seed'
+import { type BuiltInCron, chainJob, retireBuiltInSchedule, seedCronJob } from './queue/seed'
 import { STATUS_WHERE } from './queue/states'
 import { submitBuiltInJob } from './queue/submit'
 import { adoptLimitKeys, limitedTypes } from './queue/limits'
@@ -108,7 +108,7 @@ export class WorkerManager implements JobSubmitter {
     this.log = serverApp.log.child({ component: 'workerManager' })
     this.jobModules = [...(opts.jobModules ?? [])]
     this.submitter = createSubmitter(serverApp.db, serverApp.registry)
-    this.metrics = new JobMetricsTotals(serverApp.registry)
+    this.metrics = new JobMetricsTotals(serverApp.registry, serverApp.config)
   }
 
   submitJob(input: SubmitJobInput, opts?: { tx?: Transaction }): Promise<WorkerJob> {
@@ -370,28 +370,38 @@ export class WorkerManager implements JobSubmitter {
     }
   }
 
-  /** Once per boot, by the manager: the built-in cron jobs (one pending row each) and deployMulticall3. */
+  /**
+   * Once per boot, by the manager: the built-in cron jobs (one pending row each; watchChain once per
+   * configured chain, tag `system:watchChain:<id>`) and one deployMulticall3 per chain.
+   */
   private async seedBuiltInJobs(): Promise<void> {
     const { config } = this.serverApp
     const now = new Date()
-    const crons: [string, string | null][] = [
-      ['removeOldWorkerJobs', config.CRON_REMOVE_OLD_WORKER_JOBS],
-      ['watchChain', config.CRON_WATCH_CHAIN],
-    ]
-    for (const [type, schedule] of crons) {
-      if (!schedule) continue
-      const res = await seedCronJob(this.serverApp.db, { type, cronSchedule: schedule }, now)
-      this.log.info({ type, schedule, ...res }, 'cron job seeded')
+    const crons: BuiltInCron[] = []
+    if (config.CRON_REMOVE_OLD_WORKER_JOBS) crons.push({ type: 'removeOldWorkerJobs', cronSchedule: config.CRON_REMOVE_OLD_WORKER_JOBS })
+    if (config.CRON_WATCH_CHAIN) {
+      for (const chain of config.chains) crons.push({ type: 'watchChain', cronSchedule: config.CRON_WATCH_CHAIN, ...chainJob(chain) })
+    }
+    for (const cron of crons) {
+      const res = await seedCronJob(this.serverApp.db, cron, now)
+      this.log.info({ type: cron.type, schedule: cron.cronSchedule, chainId: (cron.data as { chainId?: number })?.chainId, ...res }, 'cron job seeded')
+    }
+    if (config.CHAINS) {
+      // Moving from CHAIN_RPC_URL to CHAINS: the one-chain schedule (plain tag) is replaced by the per-chain ones.
+      const retired = await retireBuiltInSchedule(this.serverApp.db, 'watchChain', 'replaced by the per-chain watchChain schedules of CHAINS')
+      if (retired.length > 0) this.log.info({ jobIds: retired }, 'the one-chain watchChain schedule was retired for the per-chain ones')
     }
     if (config.DEPLOY_MULTICALL3_ON_BOOT) {
-      const job = await submitBuiltInJob(this.serverApp.db, this.serverApp.registry, {
-        type: 'deployMulticall3',
-        data: {},
-        autoRescheduleOnFailure: true,
-        autoRescheduleOnFailureDelay: 60,
-        maxAttempts: 5,
-      })
-      this.log.info({ jobId: job.id }, 'deployMulticall3 submitted')
+      for (const chain of config.chains) {
+        const { data, tagSuffix } = chainJob(chain)
+        const job = await submitBuiltInJob(
+          this.serverApp.db,
+          this.serverApp.registry,
+          { type: 'deployMulticall3', data, autoRescheduleOnFailure: true, autoRescheduleOnFailureDelay: 60, maxAttempts: 5 },
+          tagSuffix,
+        )
+        this.log.info({ jobId: job.id, chainId: chain.id }, 'deployMulticall3 submitted')
+      }
     }
   }
 }

@@ -14,7 +14,7 @@ const LOOKUP_CHUNK = 10_000
 export const erc20TransferHandler = defineChainHandler({
   name: 'erc20Transfer',
   event: parseAbiItem('event Transfer(address indexed from, address indexed to, uint256 value)'),
-  async process({ tx, events }) {
+  async process({ tx, chainId, events }) {
     const addresses = new Set<string>()
     for (const { log } of events) {
       addresses.add(log.args.from.toLowerCase())
@@ -45,6 +45,7 @@ export const erc20TransferHandler = defineChainHandler({
           read: false,
           data: {
             type: 'token_transfer',
+            chainId,
             token: log.address.toLowerCase(),
             from,
             to,

@@ -30,6 +30,8 @@ export interface ChainEventHandler<E extends AbiEvent = AbiEvent> {
   name: string
   event: E
   address?: Address | readonly Address[]
+  /** The chains whose logs it wants (ids of CHAINS); every configured chain when unset. `ctx.chainId` says which one a range is from. */
+  chainIds?: readonly number[]
   /**
    * Returns the ledger ids of the events it acted on (wrote something for); the other events' ledger rows
    * are dropped before the range commits, so chain_events holds only logs that mattered. Returning nothing

@@ -1,5 +1,6 @@
 import { and, eq, sql } from 'drizzle-orm'
-import type { Database } from '../../db/client'
+import type { ChainSpec } from '../../chainConfig'
+import type { Database, Executor } from '../../db/client'
 import { workerJobs } from '../../db/schema'
 import { nextCronRun } from '../cron'
 import { insertJobs, lockTags } from './insert'
@@ -12,7 +13,34 @@ export interface BuiltInCron {
   type: string
   cronSchedule: string
   data?: unknown
+  /** Appended to the tag: one schedule per chain (`system:watchChain:8453`). */
+  tagSuffix?: string
 }
+
+/** A built-in job of one chain: the data naming it and the tag suffix that gives it its own schedule. */
+export function chainJob(chain: ChainSpec): { data: { chainId?: number }; tagSuffix: string } {
+  // The CHAIN_RPC_URL shorthand's jobs name no chain (the default one) and keep their plain tags.
+  return chain.tagSuffix ? { data: { chainId: chain.id }, tagSuffix: chain.tagSuffix } : { data: {}, tagSuffix: '' }
+}
+
+/** Cancels the pending row holding a built-in tag (the schedule is no longer configured); returns its id. */
+export async function retireBuiltInSchedule(db: Executor, tag: string, reason: string): Promise<number[]> {
+  const rows = await db
+    .update(workerJobs)
+    .set(cancelledSet(`cancelled: ${reason}`))
+    .where(and(eq(workerJobs.userId, 0), eq(workerJobs.tag, systemTag(tag)), PENDING))
+    .returning({ id: workerJobs.id })
+  return rows.map((r) => r.id)
+}
+
+/** A pending row finished as cancelled by the seeding, with `error` as its result. */
+const cancelledSet = (error: string) => ({
+  finished: sql`now()`,
+  success: false,
+  result: { error },
+  removeAt: sql`now() + make_interval(secs => ${workerJobs.removeDelay})`,
+  updatedAt: sql`now()`,
+})
 
 export type SeedResult =
   | { action: 'kept' | 'rescheduled'; id: number }
@@ -40,7 +68,7 @@ export async function seedCronJob(db: Database, job: BuiltInCron, now = new Date
     autoRescheduleOnFailureDelay: 0,
     removeDelay: DEFAULT_REMOVE_DELAY_SECONDS,
     persistent: false,
-    tag: systemTag(job.type),
+    tag: systemTag(job.type + (job.tagSuffix ?? '')),
     attempt: 1,
     maxAttempts: DEFAULT_MAX_ATTEMPTS,
     rescheduledFromJob: null,
@@ -63,13 +91,7 @@ export async function seedCronJob(db: Database, job: BuiltInCron, now = new Date
     if (existing) {
       await tx
         .update(workerJobs)
-        .set({
-          finished: sql`now()`,
-          success: false,
-          result: { error: `cancelled: tag reserved for the built-in ${row.type} schedule` },
-          removeAt: sql`now() + make_interval(secs => ${workerJobs.removeDelay})`,
-          updatedAt: sql`now()`,
-        })
+        .set(cancelledSet(`cancelled: tag reserved for the built-in ${row.type} schedule`))
         .where(eq(workerJobs.id, existing.id))
     }
     const [inserted] = await insertJobs(tx, [row], { onTagConflict: 'skip' })

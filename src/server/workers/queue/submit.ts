@@ -307,8 +307,10 @@ export async function submitBuiltInJob(
   db: Database,
   registry: JobRegistry,
   input: Omit<SubmitJobInput, 'tag' | 'userId'>,
+  /** One row per chain: `system:deployMulticall3:8453`. */
+  tagSuffix = '',
 ): Promise<WorkerJob> {
-  const row = { ...validateJobInput(registry, input), userId: 0, tag: systemTag(input.type), priority: BUILT_IN_PRIORITY }
+  const row = { ...validateJobInput(registry, input), userId: 0, tag: systemTag(input.type + tagSuffix), priority: BUILT_IN_PRIORITY }
   return (await insertRows(db, [row], {}))[0]!
 }
 

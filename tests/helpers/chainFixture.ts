@@ -19,14 +19,23 @@ export interface TokenFixture {
   stranger: Address
 }
 
-export async function setupTokenFixture(client: AnvilClient, databaseUrl: string, userCount = 2): Promise<TokenFixture> {
+/**
+ * `existingUsers`: a second chain of the same test (same dev accounts, so the same wallets) reuses the
+ * users the first fixture registered instead of inserting them again.
+ */
+export async function setupTokenFixture(
+  client: AnvilClient,
+  databaseUrl: string,
+  userCount = 2,
+  existingUsers?: TokenFixture['users'],
+): Promise<TokenFixture> {
   const accounts = await client.getAddresses()
   const minter = accounts[0]!
   const token = await deployContract(client, minter, 'TestToken', ['Test', 'TST'])
   const nft = await deployContract(client, minter, 'TestNft')
   const sql = postgres(databaseUrl, { max: 2, onnotice: () => {} })
-  const users: TokenFixture['users'] = []
-  for (const address of accounts.slice(1, 1 + userCount)) {
+  const users: TokenFixture['users'] = existingUsers ? [...existingUsers] : []
+  for (const address of existingUsers ? [] : accounts.slice(1, 1 + userCount)) {
     const [row] = await sql`INSERT INTO users (wallet_address) VALUES (${address.toLowerCase()}) RETURNING id`
     users.push({ id: row!.id as number, address })
   }
@@ -72,11 +81,13 @@ export async function expectedNotificationKeys(f: TokenFixture, fromBlock: bigin
 const key = (userId: number, blockHash: string, logIndex: number, token: string, from: string, to: string, value: bigint | string, txHash: string) =>
   [userId, blockHash.toLowerCase(), logIndex, token.toLowerCase(), from.toLowerCase(), to.toLowerCase(), String(value), txHash.toLowerCase()].join('|')
 
-/** The notifications table as the same keys (joined with the ledger for block hash and log index). */
-export async function actualNotificationKeys(f: TokenFixture): Promise<string[]> {
+/** The notifications table as the same keys (joined with the ledger for block hash and log index); of one chain when given. */
+export async function actualNotificationKeys(f: TokenFixture, chainId?: number): Promise<string[]> {
   const rows = await f.sql`
     SELECT n.user_id, n.data, e.block_hash, e.log_index
-    FROM notifications n JOIN chain_events e ON e.id = n.chain_event_id ORDER BY n.id`
+    FROM notifications n JOIN chain_events e ON e.id = n.chain_event_id
+    WHERE ${chainId ?? null}::int IS NULL OR (e.chain_id = ${chainId ?? null}::int AND (n.data->>'chainId')::int = e.chain_id)
+    ORDER BY n.id`
   return rows
     .map((r) => key(r.user_id, r.block_hash, r.log_index, r.data.token, r.data.from, r.data.to, r.data.value, r.data.txHash))
     .sort()

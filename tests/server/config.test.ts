@@ -248,3 +248,58 @@ describe('loadConfig (servers started without the development services)', () => 
     expect(expectBad({ PORT: 'abc' }, 'PORT', loadConfig)).toContain('Invalid environment variable PORT')
   })
 })
+
+describe('CHAINS (several chains)', () => {
+  const base = { NODE_ENV: 'test', DATABASE_URL: DB }
+  const chains = (v: unknown) => ({ ...base, CHAINS: JSON.stringify(v) })
+
+  test('each entry gets the global defaults unless it sets its own, and its own tag suffix', () => {
+    const c = loadConfig({
+      ...chains([
+        { id: 8453, rpcUrls: ['https://a.example/v3/KEY1', 'https://b.example/KEY2'], confirmations: 3 },
+        { id: 1, rpcUrls: ['https://c.example'], startBlock: 100, maxBlockRange: 50 },
+      ]),
+      CHAIN_CONFIRMATIONS: '1',
+      CHAIN_MAX_BLOCK_RANGE: '200',
+    })
+    expect(c.chains).toEqual([
+      { id: 8453, rpcUrls: ['https://a.example/v3/KEY1', 'https://b.example/KEY2'], confirmations: 3, startBlock: undefined, maxBlockRange: 200, tagSuffix: ':8453' },
+      { id: 1, rpcUrls: ['https://c.example'], confirmations: 1, startBlock: 100, maxBlockRange: 50, tagSuffix: ':1' },
+    ])
+  })
+
+  test('the CHAIN_RPC_URL shorthand is one chain with the plain tags', () => {
+    expect(loadConfig({ ...base, CHAIN_RPC_URL: RPC }).chains).toEqual([
+      { id: undefined, rpcUrls: [RPC], confirmations: 0, startBlock: undefined, maxBlockRange: 500, tagSuffix: '' },
+    ])
+    expect(loadConfig({ ...base, CHAIN_RPC_URL: RPC, CHAIN_ID: '10' }).chains[0]).toMatchObject({ id: 10, tagSuffix: '' })
+  })
+
+  test('a bad entry names the entry and the field, and never echoes the variable (it holds API keys)', () => {
+    const cases: [unknown, string][] = [
+      [[{ id: 1, rpcUrls: ['https://ok.example/KEYSECRET', 'ftp://x/KEYSECRET'] }], 'CHAINS: [0].rpcUrls[1]: expected an http or https URL'],
+      [[{ id: 1, rpcUrls: [] }], 'CHAINS: [0].rpcUrls:'],
+      [[{ id: 0, rpcUrls: ['https://ok.example/KEYSECRET'] }], 'CHAINS: [0].id:'],
+      [[{ id: 1, rpcUrls: ['https://ok.example/KEYSECRET'] }, { id: 1, rpcUrls: ['https://b.example/KEYSECRET'] }], 'CHAINS: [1].id: chain id 1 is listed twice'],
+      [[{ id: 1, rpcUrls: ['https://ok.example/KEYSECRET'], rpcUrl: 'x' }], 'CHAINS: [0]:'],
+      [[], 'CHAINS:'],
+      [{ id: 1 }, 'CHAINS:'],
+    ]
+    for (const [value, message] of cases) {
+      const line = expectBad(chains(value), 'CHAINS')
+      expect(line).toContain(`Invalid environment variable ${message}`)
+      expect(line).not.toContain('KEYSECRET')
+    }
+    const notJson = expectBad({ ...base, CHAINS: '[{"id": 1, "rpcUrls": ["https://h/KEYSECRET"' }, 'CHAINS')
+    expect(notJson).toContain('expected JSON')
+    expect(notJson).not.toContain('KEYSECRET')
+  })
+
+  test('CHAINS with CHAIN_RPC_URL or CHAIN_ID is refused; production accepts CHAINS in place of CHAIN_RPC_URL', () => {
+    const one = [{ id: 1, rpcUrls: ['https://a.example'] }]
+    expect(expectBad({ ...chains(one), CHAIN_RPC_URL: RPC }, 'CHAIN_RPC_URL')).toContain('set CHAINS or the one-chain CHAIN_RPC_URL/CHAIN_ID, not both')
+    expect(expectBad({ ...chains(one), CHAIN_ID: '1' }, 'CHAIN_ID')).toContain('not both')
+    const prod = loadConfig({ ...chains(one), NODE_ENV: 'production', BASE_URL: BASE, SESSION_SECRET: 's'.repeat(32) })
+    expect(prod.chains.map((c) => c.id)).toEqual([1])
+  })
+})

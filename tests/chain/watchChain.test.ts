@@ -311,7 +311,7 @@ describe('watchChain: reorgs', () => {
     await expect(watchChain(shallow, { log: captured })).rejects.toThrow(/reorganised deeper than CHAIN_MAX_REORG_DEPTH \(2\)/)
     expect(await actualNotificationKeys(f)).toEqual(before)
     const [halted] = await f.sql`SELECT block_number, block_hash, halted_at IS NOT NULL AS halted, halted_reason FROM chain_cursors`
-    expect({ block_number: halted!.block_number, block_hash: halted!.block_hash }).toEqual(cursorBefore!)
+    expect({ ...cursorBefore }).toEqual({ block_number: halted!.block_number, block_hash: halted!.block_hash })
     expect(halted!.halted).toBe(true)
     expect(halted!.halted_reason).toContain('reorganised deeper than CHAIN_MAX_REORG_DEPTH (2)')
     // Halted: the next runs fail at once with the stored reason, read no block and log nothing more.

@@ -15,6 +15,7 @@ import { GRAPHILE_BEST, GRAPHILE_DEFAULT, graphileBulkSubmit, graphileLatency, g
 import { PGBOSS_BEST, PGBOSS_DEFAULT, pgbossBulkSubmit, pgbossThroughput, preparePgBossDb } from './peers/pgboss'
 import { graphileShapes, pgbossShapes } from './peers/shapes'
 import { measureRaw } from './raw'
+import { measureScrape } from './metricsScrape'
 import { oursShapes } from './shapes'
 import { summarizeResults, updateReadme } from './summary'
 import { step } from './progress'
@@ -53,6 +54,9 @@ const oursScale = await bestOf(cfg.throughputRuns, async (i) => {
 }, jobsPerSec)
 await server.stop()
 const oursShapesResult = await oursShapes(cfg, oursUrl)
+step(`  ours: /metrics scrape time with ${cfg.preFinishedRows.toLocaleString()} finished rows`)
+const oursScrape = await measureScrape({ databaseUrl: oursUrl, finishedRows: cfg.preFinishedRows, samples: cfg.quick ? 20 : 200 })
+step(`  ours: /metrics scrape p50 ${oursScrape.p50Ms} ms, p99 ${oursScrape.p99Ms} ms, max ${oursScrape.maxMs} ms`)
 
 step('3/4 graphile-worker')
 const gUrl = await prepareGraphileDb()
@@ -80,7 +84,7 @@ const results = summarizeResults({
   durationSeconds: Math.round((performance.now() - t0) / 100) / 10,
   machine: { ...machine, loadAvgAtEnd: Math.round((loadavg()[0] ?? 0) * 100) / 100 },
   raw,
-  ours: { bulk: oursBulk, empty: oursEmpty, scale: oursScale, idle: oursIdle, latency: oursLat, shapes: oursShapesResult },
+  ours: { bulk: oursBulk, empty: oursEmpty, scale: oursScale, idle: oursIdle, latency: oursLat, shapes: oursShapesResult, scrape: oursScrape },
   graphile: { bulk: gBulk, default: gDefault, best: gBest, latencyDefault: gLatDefault, latencyBest: gLatBest.latency, shapes: gShapes },
   pgboss: { bulk: bBulk, default: bDefault, best: bBest, shapes: bShapes },
 })

@@ -1,5 +1,5 @@
 import { sql } from 'drizzle-orm'
-import { type Database, runQuery } from '../../db/client'
+import { type Database, type Executor, runQuery } from '../../db/client'
 import { textArray } from './params'
 
 /** A server that has not refreshed its row for this long counts as gone (its row is deleted). */
@@ -10,7 +10,7 @@ export const SERVER_STALE_MS = 30_000
  * of servers that stopped refreshing theirs. Called by each manager every few seconds.
  */
 export async function announceServer(
-  db: Database,
+  db: Executor,
   server: { id: string; hostname: string; pid: number; jobTypes: readonly string[]; limitedTypes?: readonly string[]; workers?: unknown },
 ): Promise<void> {
   const workers = JSON.stringify(server.workers ?? [])

@@ -3,6 +3,8 @@ import { existsSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import postgres from 'postgres'
 import type { Browser, BrowserContext, Page } from 'playwright-core'
+import { type PrivateKeyAccount, privateKeyToAccount } from 'viem/accounts'
+import { ANVIL_KEYS } from '../helpers/anvil'
 import { createTestDatabase, type TestDatabase } from '../helpers/db'
 import { type ServerProcess, startServerProcess, TEST_ENV } from '../helpers/server'
 import { waitFor } from '../helpers/wait'
@@ -34,13 +36,16 @@ let sql: postgres.Sql
 let browser: Browser
 const ids: Record<'failed' | 'pending' | 'succeeded' | 'retry', number> = { failed: 0, pending: 0, succeeded: 0, retry: 0 }
 const cspErrors: string[] = []
+// Two wallets for the SIWE button: the first is in ADMIN_WALLETS, the second is a plain user.
+const adminWallet = privateKeyToAccount(ANVIL_KEYS[3])
+const userWallet = privateKeyToAccount(ANVIL_KEYS[4])
 
 describe.skipIf(!haveChromium)('the dashboard in a browser', () => {
   beforeAll(
     async () => {
       mkdirSync(ARTIFACTS, { recursive: true })
       db = await createTestDatabase('dashboard_browser')
-      server = await startServerProcess({ DATABASE_URL: db.url, WORKER_COUNT: '1', CRON_REMOVE_OLD_WORKER_JOBS: 'off' })
+      server = await startServerProcess({ DATABASE_URL: db.url, WORKER_COUNT: '1', CRON_REMOVE_OLD_WORKER_JOBS: 'off', ADMIN_WALLETS: adminWallet.address })
       sql = postgres(db.url, { max: 2, onnotice: () => {} })
       // Seeded straight into the table: finished ones over the last minutes, for the chart too.
       const [failed] = await sql`INSERT INTO worker_jobs (type, user_id, data, started, finished, success, result, tag)
@@ -82,6 +87,54 @@ describe.skipIf(!haveChromium)('the dashboard in a browser', () => {
   }
 
   const noHorizontalScroll = (page: Page) => page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth)
+
+  /**
+   * A browser with a wallet extension, as far as the page can tell: an EIP-1193 `window.ethereum` whose
+   * personal_sign is answered by a real secp256k1 key in the test process (exposeFunction), so the page's
+   * own SIWE flow runs end to end: GraphQL message, signature, session token, dashboard cookie.
+   */
+  async function withWallet(account: PrivateKeyAccount): Promise<{ context: BrowserContext; page: Page; signed: string[] }> {
+    const context = await browser.newContext()
+    const signed: string[] = []
+    await context.exposeFunction('__testWalletSign', async (hex: `0x${string}`) => {
+      signed.push(Buffer.from(hex.slice(2), 'hex').toString('utf8'))
+      return account.signMessage({ message: { raw: hex } })
+    })
+    await context.addInitScript((address: string) => {
+      ;(window as any).ethereum = {
+        async request({ method, params }: { method: string; params?: unknown[] }) {
+          if (method === 'eth_requestAccounts' || method === 'eth_accounts') return [address]
+          if (method === 'personal_sign') return (window as any).__testWalletSign(params![0])
+          throw new Error(`unsupported method ${method}`)
+        },
+      }
+    }, account.address)
+    const page = await context.newPage()
+    page.setDefaultTimeout(15_000)
+    await page.goto(`${server.url}/dashboard`)
+    return { context, page, signed }
+  }
+
+  test('wallet sign-in: an admin wallet gets the dashboard through SIWE; a non-admin wallet is refused and gets no session', async () => {
+    const admin = await withWallet(adminWallet)
+    await Promise.all([admin.page.waitForURL(`${server.url}/dashboard`), admin.page.click('#wallet-login')])
+    await admin.page.waitForSelector('#view .tile')
+    // The wallet signed one SIWE message, for this server and this address.
+    expect(admin.signed).toHaveLength(1)
+    expect(admin.signed[0]).toContain(new URL(server.url).host)
+    expect(admin.signed[0]).toContain(adminWallet.address)
+    const cookies = await admin.context.cookies()
+    expect(cookies.some((c) => c.httpOnly && c.sameSite === 'Strict')).toBe(true)
+    await admin.context.close()
+
+    const user = await withWallet(userWallet)
+    await user.page.click('#wallet-login')
+    await user.page.waitForSelector('#login-error:not([hidden])')
+    expect(await user.page.textContent('#login-error')).toContain('Wallet sign-in failed')
+    expect(await user.page.$('#view')).toBeNull()
+    expect(await user.context.cookies()).toEqual([])
+    await user.context.close()
+  })
 
   test('a wrong token shows the reason on the form', async () => {
     const context = await browser.newContext()

@@ -101,7 +101,12 @@ describe('two chains in one server', () => {
       DEPLOY_MULTICALL3_ON_BOOT: 'true',
       WORKER_COUNT: '1',
     })
-    await held.arrived
+    await Promise.race([
+      held.arrived,
+      new Promise((_, reject) =>
+        setTimeout(() => reject(new Error(`no eth_getLogs reached chain B's proxy in 30 s; server said: ${JSON.stringify(server!.logs.slice(-25).map((l) => [l.msg, l.type, l.chainId, l.jobId, l.error ?? l.err?.message]))}`)), 30_000),
+      ),
+    ])
     const [child] = await workersOf(server)
     process.kill(child!.pid, 'SIGKILL')
     held.release()

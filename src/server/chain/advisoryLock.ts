@@ -14,7 +14,14 @@ export async function withTryAdvisoryLock<T>(
   name: string,
   fn: () => Promise<T>,
 ): Promise<{ acquired: true; value: T } | { acquired: false }> {
-  const conn = await dbHandle.client.reserve()
+  const release = await lockSlot(dbHandle)
+  let conn: Awaited<ReturnType<DbHandle['client']['reserve']>>
+  try {
+    conn = await dbHandle.client.reserve()
+  } catch (err) {
+    release()
+    throw err
+  }
   try {
     const [row] = await conn`SELECT pg_try_advisory_lock(hashtextextended(${name}, 0)) AS ok`
     if (!row?.ok) return { acquired: false }
@@ -25,6 +32,36 @@ export async function withTryAdvisoryLock<T>(
     }
   } finally {
     conn.release()
+    release()
+  }
+}
+
+/**
+ * Why lock holders are limited to one connection less than the pool: a holder keeps its reserved
+ * connection for the whole run and needs another one from the same pool for its queries. With as many
+ * holders as connections (two chains' watchChain and deployMulticall3 in a pool of 3) every connection was
+ * reserved and every holder waited for a free one: the child's chain jobs hung for good. Past the limit, a
+ * holder waits here, in the process, before it reserves anything, so one connection always stays free and
+ * every holder's queries get it in turn.
+ */
+const slots = new WeakMap<DbHandle, { free: number; waiting: (() => void)[] }>()
+
+async function lockSlot(dbHandle: DbHandle): Promise<() => void> {
+  let s = slots.get(dbHandle)
+  if (!s) {
+    s = { free: Math.max(1, (dbHandle.client.options.max ?? 10) - 1), waiting: [] }
+    slots.set(dbHandle, s)
+  }
+  const slot = s
+  if (slot.free > 0) slot.free--
+  else await new Promise<void>((resolve) => slot.waiting.push(resolve))
+  let released = false
+  return () => {
+    if (released) return
+    released = true
+    const next = slot.waiting.shift()
+    if (next) next()
+    else slot.free++
   }
 }
 

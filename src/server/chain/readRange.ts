@@ -1,5 +1,5 @@
 import { BlockNotFoundError, type Hex, type PublicClient } from 'viem'
-import type { ChainEventHandler, DecodedLog } from './handlers/types'
+import type { ChainEventHandler, DecodedLog, LogFilter } from './handlers/types'
 
 export const ZERO_HASH: Hex = `0x${'0'.repeat(64)}`
 
@@ -56,22 +56,30 @@ const HEADER_CONCURRENCY = 10
 export async function readRange(
   publicClient: PublicClient,
   handlers: readonly ChainEventHandler<any>[],
-  p: { from: bigint; to: bigint; head: bigint; cursorHash: Hex; maxReorgDepth: number },
+  p: { from: bigint; to: bigint; head: bigint; cursorHash: Hex; maxReorgDepth: number; filters?: readonly (readonly LogFilter[] | undefined)[] },
 ): Promise<RangeRead> {
   const { from, to } = p
   const toBefore = await canonicalHash(publicClient, to)
   if (!toBefore) throw new ReadRaceError(`block ${to} disappeared`)
 
   const perHandler = await Promise.all(
-    handlers.map((h) =>
-      publicClient.getLogs({
-        event: h.event,
-        address: h.address as never,
-        fromBlock: from,
-        toBlock: to,
-        strict: true,
-      }) as Promise<DecodedLog[]>,
-    ),
+    handlers.map(async (h, i) => {
+      const calls = p.filters?.[i] ?? [{ address: h.address }]
+      const logs = await Promise.all(
+        calls.map(
+          (f) =>
+            publicClient.getLogs({
+              event: h.event,
+              address: (f.address ?? h.address) as never,
+              args: f.args as never,
+              fromBlock: from,
+              toBlock: to,
+              strict: true,
+            }) as Promise<DecodedLog[]>,
+        ),
+      )
+      return logs.flat()
+    }),
   )
   const byKey = new Map<string, RangeLog>()
   perHandler.forEach((logs, i) => {
@@ -81,7 +89,10 @@ export async function readRange(
       }
       const key = `${lower(log.blockHash)}:${log.logIndex}`
       const seen = byKey.get(key)
-      if (seen) seen.handlers.push(i)
+      // A log two of a handler's filters matched (a transfer between two users) is still one log for it.
+      if (seen) {
+        if (!seen.handlers.includes(i)) seen.handlers.push(i)
+      }
       else byKey.set(key, { log, handlers: [i] })
     }
   })

@@ -150,7 +150,9 @@ async function watchLocked(serverApp: ServerApp, chain: ChainClients, chainId: n
       reading = { from, to }
       let read: Awaited<ReturnType<typeof readRange>>
       try {
-        read = await readRange(publicClient, handlers, { from, to, head, cursorHash: cursor.hash, maxReorgDepth })
+        // Asked per range, so a user registered during a long catch-up is watched from the next range on.
+        const filters = await Promise.all(handlers.map((h) => h.filters?.({ db, chainId })))
+        read = await readRange(publicClient, handlers, { from, to, head, cursorHash: cursor.hash, maxReorgDepth, filters })
       } catch (err) {
         if (err instanceof ReadRaceError && ++races <= MAX_READ_RACES) {
           log.info({ chainId, err: err.message }, 'watchChain read raced with the chain; reading again')

@@ -1,10 +1,12 @@
 import { inArray } from 'drizzle-orm'
-import { parseAbiItem } from 'viem'
+import { type Address, parseAbiItem } from 'viem'
 import { notifications, users } from '../../db/schema'
-import { defineChainHandler } from './types'
+import { defineChainHandler, type LogFilter } from './types'
 
 const INSERT_CHUNK = 1000
 const LOOKUP_CHUNK = 10_000
+/** Wallets per eth_getLogs topic list: providers take a few hundred alternatives per topic position. */
+const WALLETS_PER_FILTER = 200
 
 /**
  * ERC-20 Transfer touching a registered user's wallet → one notification per such user (a transfer between two
@@ -14,6 +16,20 @@ const LOOKUP_CHUNK = 10_000
 export const erc20TransferHandler = defineChainHandler({
   name: 'erc20Transfer',
   event: parseAbiItem('event Transfer(address indexed from, address indexed to, uint256 value)'),
+  /**
+   * Only transfers from or to a registered wallet: two calls per WALLETS_PER_FILTER users and range (a topic
+   * list matches any of its values, but from and to are two positions, so they are two calls), none at all
+   * without users. Never every Transfer of the chain.
+   */
+  async filters({ db }) {
+    const wallets = (await db.select({ wallet: users.walletAddress }).from(users)).map((u) => u.wallet as Address)
+    const filters: LogFilter[] = []
+    for (let i = 0; i < wallets.length; i += WALLETS_PER_FILTER) {
+      const chunk = wallets.slice(i, i + WALLETS_PER_FILTER)
+      filters.push({ args: { from: chunk } }, { args: { to: chunk } })
+    }
+    return filters
+  },
   async process({ tx, chainId, events }) {
     const addresses = new Set<string>()
     for (const { log } of events) {

@@ -1,5 +1,5 @@
 import type { AbiEvent, Address, Log } from 'viem'
-import type { Transaction } from '../../db/client'
+import type { Executor, Transaction } from '../../db/client'
 import type { Logger } from '../../log'
 
 /** A decoded log, as viem's getLogs returns it for the handler's event in strict mode (all arguments present). */
@@ -30,6 +30,13 @@ export interface ChainEventHandler<E extends AbiEvent = AbiEvent> {
   name: string
   event: E
   address?: Address | readonly Address[]
+  /**
+   * Narrows eth_getLogs beyond the event's topic, asked again before every range: each filter is one call
+   * (`address` and indexed `args`, as viem's getLogs takes them), their logs merged. An empty list skips the
+   * range for this handler (nothing it could act on). Without it, one call with `address`. This is how a
+   * handler asks for the logs it needs instead of every such event on the chain.
+   */
+  filters?(ctx: { db: Executor; chainId: number }): Promise<readonly LogFilter[]>
   /** The chains whose logs it wants (ids of CHAINS); every configured chain when unset. `ctx.chainId` says which one a range is from. */
   chainIds?: readonly number[]
   /**
@@ -39,6 +46,12 @@ export interface ChainEventHandler<E extends AbiEvent = AbiEvent> {
    */
   // biome-ignore lint/suspicious/noConfusingVoidType: a handler that keeps every event simply returns nothing.
   process(ctx: ChainEventContext<E>): Promise<void | Iterable<number>>
+}
+
+/** One eth_getLogs call of a handler: a contract address filter and indexed-argument values (each a value or a list of them). */
+export interface LogFilter {
+  address?: Address | readonly Address[]
+  args?: Record<string, unknown>
 }
 
 /** Keeps the event's argument types flowing into `process`. */

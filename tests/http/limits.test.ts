@@ -468,8 +468,14 @@ describe('/health and /metrics reveal nothing', () => {
   test('/metrics labels are fixed sets, a registered type and the chain id only; no host, pid or id in it', async () => {
     const { text } = await send(server.url, { path: '/metrics', headers: { authorization: `Bearer ${METRICS_TOKEN}` } })
     const labels = new Set([...text.matchAll(/[{,](\w+)="/g)].map((m) => m[1]))
-    for (const l of labels) expect(['state', 'type', 'scope', 'priority', 'outcome', 'cause', 'action', 'le', 'chain_id']).toContain(l!)
-    for (const m of text.matchAll(/outcome="(\w+)"/g)) expect(['succeeded', 'failed', 'cancelled', 'interrupted', 'rescued']).toContain(m[1]!)
+    for (const l of labels) expect(['state', 'type', 'scope', 'priority', 'outcome', 'cause', 'action', 'le', 'chain_id', 'endpoint', 'setting']).toContain(l!)
+    // Run outcomes, and the RPC request outcomes of worker_chain_rpc_requests_total.
+    const outcomes = ['succeeded', 'failed', 'cancelled', 'interrupted', 'rescued', 'ok', 'rpc_error', 'rate_limited', 'unreachable']
+    for (const m of text.matchAll(/outcome="(\w+)"/g)) expect(outcomes).toContain(m[1]!)
+    // A configured RPC URL as scheme://host[:port] only: never a path, where API keys live.
+    for (const m of text.matchAll(/endpoint="([^"]*)"/g)) expect(m[1]!).toMatch(/^https?:\/\/[^/?#@]+$/)
+    for (const m of text.matchAll(/setting="(\w+)"/g)) expect(['endpoints', 'timeout_seconds', 'retries']).toContain(m[1]!)
+    expect(text).toContain('worker_chain_rpc_settings{chain_id=')
     for (const m of text.matchAll(/state="(\w+)"/g)) expect(['pending_due', 'pending_future', 'running']).toContain(m[1]!)
     for (const m of text.matchAll(/scope="(\w+)"/g)) expect(['type', 'key']).toContain(m[1]!)
     for (const m of text.matchAll(/priority="(\w+)"/g)) expect(['negative', 'zero', 'positive']).toContain(m[1]!)

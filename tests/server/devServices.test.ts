@@ -157,7 +157,7 @@ describe('development without DATABASE_URL and CHAIN_RPC_URL', () => {
 describe('production', () => {
   test.each([
     [{}, 'DATABASE_URL'],
-    [{ DATABASE_URL: 'postgres://postgres@127.0.0.1:5432/postgres' }, 'CHAIN_RPC_URL'],
+    [{ DATABASE_URL: 'postgres://postgres@127.0.0.1:5432/postgres' }, 'CHAIN_RPC_URL (or CHAINS)'],
   ])('without %p stops the boot with exit code 1 naming %s', async (env, name) => {
     const server = spawnServer({ NODE_ENV: 'production', ...(env as Record<string, string>) })
     expect(await server.proc.exited).toBe(1)

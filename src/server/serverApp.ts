@@ -1,4 +1,5 @@
 import type { ChainClients } from './chain/clients'
+import type { SendRequest, SendResult } from './chain/sender'
 import type { Config } from './config'
 import { createDb, type Database, type DbHandle } from './db/client'
 import type { Logger } from './log'
@@ -29,6 +30,12 @@ export interface ServerApp {
    */
   baseUrl(): URL
   setListeningUrl(url: string): void
+  /**
+   * Sends a transaction from the server wallet exactly once per job and step, whatever crashes and reruns
+   * happen around it (chain/sender; docs/chain-jobs.md says what that covers). Declare the job type's
+   * concurrencyKey as the sending wallet so its sends are serialised across the cluster.
+   */
+  sendTransaction(job: { id: number }, step: string, request: SendRequest, opts?: { signal?: AbortSignal; log?: Logger }): Promise<SendResult>
 }
 
 export function createServerApp(opts: {
@@ -68,6 +75,12 @@ export function createServerApp(opts: {
     },
     setListeningUrl(url) {
       listening = new URL(url)
+    },
+    async sendTransaction(job, step, request, o = {}) {
+      const { sendForJob } = require('./chain/sender') as typeof import('./chain/sender')
+      const clients = this.chain
+      const deps = { db: dbHandle.db, clients, chainId: await clients.getChainId(), log: o.log ?? opts.log, signal: o.signal }
+      return sendForJob(deps, job, step, request)
     },
   }
 }

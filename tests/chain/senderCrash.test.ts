@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from 'bun:test'
 import type { Subprocess } from 'bun'
 import postgres from 'postgres'
-import { type Address, type Hex } from 'viem'
+import type { Address, Hex } from 'viem'
 import { privateKeyToAccount } from 'viem/accounts'
 import { ANVIL_KEYS, type Anvil, startAnvil } from '../helpers/anvil'
 import { createTestDatabase, type TestDatabase } from '../helpers/db'

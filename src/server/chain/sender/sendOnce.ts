@@ -8,10 +8,10 @@ import { recordSend, renonceSend } from './nonces'
 import {
   type AttemptRow,
   type SenderDeps,
+  SendPendingError,
   type SendRequest,
   type SendResult,
   type SendRow,
-  SendPendingError,
   SendSupersededError,
   sendRequestSchema,
   stepKeySchema,
@@ -89,7 +89,7 @@ export async function settleSend(deps: SenderDeps, start: SendRow, known?: Attem
       deps.log.info({ txHash: newest.txHash, nonce: send.nonce }, 'the node does not know the recorded transaction; broadcasting it again')
       await broadcast(deps, newest)
     }
-    const mined = await waitMined(deps, attempts, send.state === 'pending' ? (deps.attemptTimeoutMs ?? 60_000) : 0)
+    const mined = await waitMined(deps, send, attempts, send.state === 'pending' ? (deps.attemptTimeoutMs ?? 60_000) : 0)
     if (mined) {
       if (send.state === 'pending') {
         await markSend(deps, send, mined.row.filler ? 'superseded' : 'mined', attempts, mined.row.txHash)
@@ -135,11 +135,17 @@ export async function settleSend(deps: SenderDeps, start: SendRow, known?: Attem
 const superseded = (send: SendRow, label: string) =>
   new SendSupersededError(`${label} of step "${send.stepKey}" (nonce ${send.nonce}) was never mined: another transaction took its nonce`, send)
 
-async function waitMined(deps: SenderDeps, attempts: AttemptRow[], timeoutMs: number) {
+/**
+ * Polls the attempts' receipts until one is mined, the attempt timeout passes, or the nonce is used on
+ * chain without any of them (then the caller finds out by what, at once rather than after the timeout).
+ */
+async function waitMined(deps: SenderDeps, send: SendRow, attempts: AttemptRow[], timeoutMs: number) {
   const deadline = Date.now() + timeoutMs
   for (;;) {
     const mined = await minedAttempt(deps, attempts)
     if (mined || Date.now() >= deadline) return mined
+    const used = await deps.clients.publicClient.getTransactionCount({ address: send.wallet as Address, blockTag: 'latest' })
+    if (used > send.nonce) return minedAttempt(deps, attempts)
     await sleep(Math.min(deps.pollMs ?? 200, Math.max(1, deadline - Date.now())), deps.signal)
   }
 }

@@ -143,6 +143,17 @@ describe('sendOnce', () => {
     expect(row!.state).toBe('superseded')
   })
 
+  test('a reset chain (reverted under a database that remembers its sends): the counter follows it back, nothing waits on a gap', async () => {
+    const snap = await anvil.client.snapshot()
+    const first = await sendOnce(deps(), { key: 'before-reset', step: 'pay', to: TO, value: 1n })
+    expect(first.nonce).toBe(0)
+    await anvil.client.revert({ id: snap })
+    const again = await sendOnce(deps(anvil.url, { attemptTimeoutMs: 5_000 }), { key: 'after-reset', step: 'pay', to: TO, value: 2n })
+    expect(again.nonce).toBe(0)
+    expect((await minedFromWallet()).map((t) => [t.nonce, t.value])).toEqual([[0, 2n]])
+    expect((await sql`SELECT send_key FROM chain_sends ORDER BY id`).map((r) => r.send_key)).toEqual(['after-reset'])
+  })
+
   test('a nonce taken from outside the server is detected: the step is sent once, with a new nonce', async () => {
     await anvil.client.setAutomine(false)
     const send = sendOnce(deps(anvil.url, { attemptTimeoutMs: 30_000 }), { key: 'taken', step: 'pay', to: TO, value: 4n, gas: 21_000n })

@@ -1,5 +1,5 @@
-import { and, eq, sql, TransactionRollbackError } from 'drizzle-orm'
-import type { Address } from 'viem'
+import { and, asc, eq, gte, inArray, ne, sql, TransactionRollbackError } from 'drizzle-orm'
+import { type Address, type Hex, TransactionNotFoundError } from 'viem'
 import type { PrivateKeyAccount } from 'viem/accounts'
 import type { Database } from '../../db/client'
 import { chainNonces, chainSends, chainSentTxs } from '../../db/schema'
@@ -26,13 +26,52 @@ async function takeNonce(deps: SenderDeps, tx: Tx, wallet: Address): Promise<num
     .where(and(eq(chainNonces.chainId, deps.chainId), eq(chainNonces.wallet, wallet)))
     .for('update')
   const chainPending = await deps.clients.publicClient.getTransactionCount({ address: wallet, blockTag: 'pending' })
-  const nonce = Math.max(counter!.nextNonce, chainPending)
+  let nonce = Math.max(counter!.nextNonce, chainPending)
+  if (counter!.nextNonce > chainPending && (await forgetResetSends(deps, tx, wallet, chainPending)) > 0) {
+    const [top] = await tx
+      .select({ max: sql<number | null>`max(${chainSends.nonce})` })
+      .from(chainSends)
+      .where(and(eq(chainSends.chainId, deps.chainId), eq(chainSends.wallet, wallet)))
+    nonce = Math.max(chainPending, top?.max === null || top?.max === undefined ? 0 : Number(top.max) + 1)
+  }
   if (nonce !== counter!.nextNonce) deps.log.info({ wallet, counter: counter!.nextNonce, chainPending }, 'nonce counter reconciled with the chain')
   await tx
     .update(chainNonces)
     .set({ nextNonce: nonce + 1, updatedAt: sql`now()` })
     .where(and(eq(chainNonces.chainId, deps.chainId), eq(chainNonces.wallet, wallet)))
   return nonce
+}
+
+/**
+ * The chain was reset under us (a dev node restarted or reverted while the database kept its rows): sends
+ * recorded as mined or superseded at nonces the chain has not reached, whose transactions the node does not
+ * know, describe a chain that no longer exists. They are deleted (with their attempts), so the counter can
+ * follow the chain back down; a send the node still knows (a reorg in progress) keeps its row and its nonce.
+ */
+async function forgetResetSends(deps: SenderDeps, tx: Tx, wallet: Address, chainPending: number): Promise<number> {
+  const stale = await tx
+    .select()
+    .from(chainSends)
+    .where(and(eq(chainSends.chainId, deps.chainId), eq(chainSends.wallet, wallet), gte(chainSends.nonce, chainPending), ne(chainSends.state, 'pending')))
+    .orderBy(asc(chainSends.nonce))
+    .limit(100)
+  for (const send of stale) {
+    if (send.txHash && (await knownTx(deps, send.txHash as Hex))) return 0
+  }
+  if (stale.length === 0) return 0
+  deps.log.warn({ wallet, chainPending, forgotten: stale.length }, 'the chain no longer has transactions recorded as mined (a reset chain); forgetting them')
+  await tx.delete(chainSends).where(inArray(chainSends.id, stale.map((r) => r.id)))
+  return stale.length
+}
+
+async function knownTx(deps: SenderDeps, hash: Hex): Promise<boolean> {
+  try {
+    await deps.clients.publicClient.getTransaction({ hash })
+    return true
+  } catch (err) {
+    if (err instanceof TransactionNotFoundError) return false
+    throw err
+  }
 }
 
 export interface NewSend {

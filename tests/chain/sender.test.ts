@@ -113,7 +113,7 @@ describe('sendOnce', () => {
     ).rejects.toBe(crash)
     expect(await minedFromWallet()).toEqual([])
     const [orphan] = await attempts()
-    const next = await sendOnce(deps(), { key: 'next', step: 'pay', to: TO, value: 2n })
+    const next = await sendOnce(deps(anvil.url, { gapGraceMs: 0 }), { key: 'next', step: 'pay', to: TO, value: 2n })
     expect(next.nonce).toBe(1)
     const mined = await minedFromWallet()
     expect(mined.map((t) => [t.nonce, t.value, t.hash])).toEqual([
@@ -130,7 +130,7 @@ describe('sendOnce', () => {
     await expect(
       sendOnce(deps(anvil.url, { attemptTimeoutMs: 100, maxReplacements: 0 }), { key: 'broke', step: 'pay', to: TO, value: huge, gas: 21_000n }),
     ).rejects.toBeInstanceOf(SendPendingError)
-    const next = await sendOnce(deps(), { key: 'after', step: 'pay', to: TO, value: 3n })
+    const next = await sendOnce(deps(anvil.url, { gapGraceMs: 0 }), { key: 'after', step: 'pay', to: TO, value: 3n })
     expect(next.nonce).toBe(1)
     const mined = await minedFromWallet()
     expect(mined.map((t) => [t.nonce, t.to, t.value])).toEqual([

@@ -1,4 +1,4 @@
-import { and, asc, eq, gte } from 'drizzle-orm'
+import { and, asc, eq, gte, lt, sql } from 'drizzle-orm'
 import type { Address } from 'viem'
 import type { PrivateKeyAccount } from 'viem/accounts'
 import { chainSends } from '../../db/schema'
@@ -10,8 +10,8 @@ import type { SenderDeps } from './types'
  * never rerun, say) would block every later nonce of the wallet forever. Each pending send at or above the
  * chain's pending nonce that the node does not know is broadcast again, same bytes (it is what its step
  * asked for and recorded); if the node refuses those bytes, a zero-value self-transfer takes the nonce
- * and the send ends 'superseded' when it is mined. Idempotent, so callers need no lock: a concurrent run
- * broadcasting the same bytes gets "already known".
+ * and the send ends 'superseded' when it is mined. Only sends older than gapGraceMs count (a fresh one is
+ * its own run's to broadcast); idempotent anyway, so callers need no lock: the same bytes twice are "already known".
  */
 export async function fillGaps(deps: SenderDeps, account: PrivateKeyAccount): Promise<number> {
   const wallet = account.address.toLowerCase() as Address
@@ -19,7 +19,16 @@ export async function fillGaps(deps: SenderDeps, account: PrivateKeyAccount): Pr
   const open = await deps.db
     .select()
     .from(chainSends)
-    .where(and(eq(chainSends.chainId, deps.chainId), eq(chainSends.wallet, wallet), eq(chainSends.state, 'pending'), gte(chainSends.nonce, chainPending)))
+    .where(
+      and(
+        eq(chainSends.chainId, deps.chainId),
+        eq(chainSends.wallet, wallet),
+        eq(chainSends.state, 'pending'),
+        gte(chainSends.nonce, chainPending),
+        // Only sends left alone for a while: one recorded a moment ago is its own run's to broadcast.
+        lt(chainSends.createdAt, sql`now() - make_interval(secs => ${(deps.gapGraceMs ?? 10_000) / 1000})`),
+      ),
+    )
     .orderBy(asc(chainSends.nonce))
   let filled = 0
   for (const send of open) {

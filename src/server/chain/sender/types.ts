@@ -19,6 +19,11 @@ export interface SenderDeps {
   /** Fee-bumped replacements per call; after them the call fails and the transaction stays in flight (default 2). */
   maxReplacements?: number
   pollMs?: number
+  /**
+   * How old a recorded, unbroadcast send must be before another send treats it as a gap and fills it
+   * (default 10 s): a younger one may belong to a run that is about to broadcast it itself.
+   */
+  gapGraceMs?: number
   /** What a nonce taken by a transaction from outside means: send again with a new nonce (default) or give up. */
   onNonceLost?: 'resend' | 'supersede'
   /** Names the transaction in errors ("deployMulticall3: the funding transaction"). */

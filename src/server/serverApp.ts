@@ -1,4 +1,5 @@
 import type { ChainClients, ChainSet } from './chain/clients'
+import type { SendRequest, SendResult } from './chain/sender'
 import type { Config } from './config'
 import { createDb, type Database, type DbHandle } from './db/client'
 import type { Logger } from './log'
@@ -32,6 +33,12 @@ export interface ServerApp {
    */
   baseUrl(): URL
   setListeningUrl(url: string): void
+  /**
+   * Sends a transaction from the server wallet exactly once per job and step, whatever crashes and reruns
+   * happen around it (chain/sender; docs/chain-jobs.md says what that covers). Declare the job type's
+   * concurrencyKey as the sending wallet so its sends are serialised across the cluster.
+   */
+  sendTransaction(job: { id: number }, step: string, request: SendRequest, opts?: { chainId?: number; signal?: AbortSignal; log?: Logger }): Promise<SendResult>
 }
 
 export function createServerApp(opts: {
@@ -77,6 +84,13 @@ export function createServerApp(opts: {
     },
     setListeningUrl(url) {
       listening = new URL(url)
+    },
+    async sendTransaction(job, step, request, o = {}) {
+      const { sendForJob } = require('./chain/sender') as typeof import('./chain/sender')
+      // The chain of CHAINS to send on (the default chain when unset); each chain has its own nonce counter.
+      const clients = this.chains.get(o.chainId)
+      const deps = { db: dbHandle.db, clients, chainId: await clients.getChainId(), log: o.log ?? opts.log, signal: o.signal }
+      return sendForJob(deps, job, step, request)
     },
   }
 }

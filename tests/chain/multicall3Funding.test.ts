@@ -81,7 +81,7 @@ const sentRows = () => sql`SELECT nonce, tx_hash, value, max_fee_per_gas, settle
 
 describe('deployMulticall3 funds the deployer once', () => {
   test('automine off: the stuck funding is replaced (same nonce, higher fee), a restarted run waits for it; deployed once, 0.1 ETH funded in total', async () => {
-    await sql`TRUNCATE chain_sent_txs`
+    await sql`TRUNCATE chain_sent_txs, chain_sends, chain_nonces`
     await anvil.client.setAutomine(false)
     // Run 1: the funding is never mined in its time: it is replaced twice, then the run fails, leaving it in flight.
     await expect(deployMulticall3(app(), { log, receiptTimeoutMs: 300 })).rejects.toThrow(/is not mined after 3 attempts; it stays in flight/)
@@ -111,7 +111,7 @@ describe('deployMulticall3 funds the deployer once', () => {
   })
 
   test('the node drops the funding transaction: it is broadcast again from the record, not sent anew', async () => {
-    await sql`TRUNCATE chain_sent_txs`
+    await sql`TRUNCATE chain_sent_txs, chain_sends, chain_nonces`
     let dropped = 0
     const p = proxy({
       answer: (call) => {
@@ -133,7 +133,7 @@ describe('deployMulticall3 funds the deployer once', () => {
   })
 
   test('a funding already pending in the mempool (not ours) is counted: nothing more is sent', async () => {
-    await sql`TRUNCATE chain_sent_txs`
+    await sql`TRUNCATE chain_sent_txs, chain_sends, chain_nonces`
     await anvil.client.setAutomine(false)
     const [, other] = await anvil.client.getAddresses()
     await anvil.client.sendTransaction({ account: other as Address, to: MULTICALL3_DEPLOYER, value: MULTICALL3_DEPLOYER_FUNDING_WEI, chain: null })

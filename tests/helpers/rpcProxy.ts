@@ -18,8 +18,8 @@ export type ProxyAnswer =
 
 export interface RpcProxy {
   url: string
-  /** Every call forwarded so far, in arrival order. */
-  calls: { method: string; params: unknown[] }[]
+  /** Every call forwarded so far, in arrival order; `error` is the node's JSON-RPC error message, if it answered one. */
+  calls: { method: string; params: unknown[]; error?: string }[]
   /**
    * Holds back every call of `method` until the returned release() is called. `arrived` resolves when the
    * first such call reaches the proxy, so a test can act while a client is provably waiting inside that call.
@@ -35,7 +35,13 @@ export interface RpcProxy {
  */
 export function startRpcProxy(
   target: string,
-  opts: { clientVersion?: string; refuse?: RegExp; answer?: (call: RpcCall) => ProxyAnswer | undefined } = {},
+  opts: {
+    clientVersion?: string
+    refuse?: RegExp
+    answer?: (call: RpcCall) => ProxyAnswer | undefined
+    /** Forward the call to the node, then lose the node's reply: the client gets an HTTP 502 instead. */
+    dropReply?: (call: RpcCall) => boolean
+  } = {},
 ): RpcProxy {
   const calls: RpcProxy['calls'] = []
   const holds = new Map<string, { gate: Promise<void>; onArrive: () => void }>()
@@ -45,7 +51,8 @@ export function startRpcProxy(
   }
 
   async function handle(call: RpcCall): Promise<unknown> {
-    calls.push({ method: call.method, params: call.params ?? [] })
+    const entry: RpcProxy['calls'][number] = { method: call.method, params: call.params ?? [] }
+    calls.push(entry)
     const held = holds.get(call.method)
     if (held) {
       held.onArrive()
@@ -62,7 +69,10 @@ export function startRpcProxy(
       return { jsonrpc: '2.0', id: call.id, result: opts.clientVersion }
     }
     const res = await fetch(target, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(call) })
-    return res.json()
+    const reply = (await res.json()) as { error?: { message?: string } }
+    if (reply?.error) entry.error = String(reply.error.message)
+    if (opts.dropReply?.(call)) throw new HttpAnswer({ httpStatus: 502, body: 'reply lost' })
+    return reply
   }
 
   const server: Server<unknown> = Bun.serve({

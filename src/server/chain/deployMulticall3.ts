@@ -28,6 +28,8 @@ export interface DeployMulticall3Options {
   signal?: AbortSignal
   /** How long to wait for each transaction to be mined. */
   receiptTimeoutMs?: number
+  /** The job running this: its funding is that job's step in chain_sends, so a rerun finds it. */
+  jobId?: number
 }
 
 /**
@@ -91,7 +93,7 @@ export async function ensureMulticall3(target: DeployTarget, opts: DeployMultica
   return { action: 'redeployed', reason, method: devChain.setCodeMethod }
 }
 
-/** The funding of the keyless deployer, as recorded in chain_sent_txs. */
+/** The funding of the keyless deployer: the step key of its send in chain_sends. */
 export const DEPLOYER_FUNDING_PURPOSE = 'multicall3DeployerFunding'
 
 /**
@@ -116,6 +118,7 @@ async function deployKeyless(target: DeployTarget, opts: DeployMulticall3Options
       target: MULTICALL3_DEPLOYER_FUNDING_WEI,
       log,
       signal,
+      jobId: opts.jobId,
       attemptTimeoutMs: opts.receiptTimeoutMs ?? 60_000,
     })
     funded = res.fundedWei

@@ -257,7 +257,67 @@ export const chainSentTxs = pgTable(
     rawTx: text('raw_tx').notNull(),
     settledAt: tstz('settled_at'),
     createdAt: tstz('created_at').notNull().defaultNow(),
+    // The logical send (chain_sends) this signed attempt belongs to; null only for rows written before the sender.
+    sendId: integer('send_id').references(() => chainSends.id, { onDelete: 'cascade' }),
+    // A zero-value self-transfer signed to fill the send's nonce when its own transaction could not be sent.
+    filler: boolean('filler').notNull().default(false),
   },
   // The in-flight rows of a chain and purpose: what every deployMulticall3 run looks up first.
-  (t) => [index('chain_sent_txs_open_idx').on(t.chainId, t.purpose, t.id).where(sql`settled_at IS NULL`)],
+  (t) => [
+    index('chain_sent_txs_open_idx').on(t.chainId, t.purpose, t.id).where(sql`settled_at IS NULL`),
+    index('chain_sent_txs_send_idx').on(t.sendId, t.id),
+  ],
+)
+
+/**
+ * One logical transaction of a job step (src/server/chain/sender): its key is unique per chain and wallet,
+ * so a rerun of the same step finds it instead of signing another, and its nonce is unique per chain and
+ * wallet, so no two steps ever share one. Its signed attempts (the first, fee-bumped replacements, a filler)
+ * are rows of chain_sent_txs. state: 'pending' until the nonce is used on chain, then 'mined' (tx_hash is
+ * the attempt that was mined) or 'superseded' (a filler or a transaction from outside took the nonce, so the
+ * step's own transaction can never be mined).
+ */
+export const chainSends = pgTable(
+  'chain_sends',
+  {
+    id: integer('id').primaryKey().generatedByDefaultAsIdentity(),
+    chainId: integer('chain_id').notNull(),
+    // Lower-case address of the signing wallet.
+    wallet: text('wallet').notNull(),
+    sendKey: text('send_key').notNull(),
+    jobId: bigint('job_id', { mode: 'number' }),
+    stepKey: text('step_key').notNull(),
+    nonce: integer('nonce').notNull(),
+    toAddress: text('to_address').notNull(),
+    value: text('value').notNull(),
+    data: text('data').notNull().default('0x'),
+    gas: text('gas').notNull(),
+    state: text('state').notNull().default('pending'),
+    txHash: text('tx_hash'),
+    createdAt: tstz('created_at').notNull().defaultNow(),
+    settledAt: tstz('settled_at'),
+  },
+  (t) => [
+    uniqueIndex('chain_sends_key_uq').on(t.chainId, t.wallet, t.sendKey),
+    // The database, not a lock in some process, is what makes a nonce impossible to hand out twice.
+    uniqueIndex('chain_sends_nonce_uq').on(t.chainId, t.wallet, t.nonce),
+    index('chain_sends_pending_idx').on(t.chainId, t.wallet, t.nonce).where(sql`state = 'pending'`),
+    check('chain_sends_state_check', sql`${t.state} IN ('pending', 'mined', 'superseded')`),
+  ],
+)
+
+/**
+ * The per-wallet, per-chain nonce counter: the next nonce to hand out. Its row is locked (FOR UPDATE) by
+ * every allocation, which serialises allocations for one wallet across every worker and server; it is
+ * reconciled with the chain's pending nonce and the open sends at each allocation (sender/nonces.ts).
+ */
+export const chainNonces = pgTable(
+  'chain_nonces',
+  {
+    chainId: integer('chain_id').notNull(),
+    wallet: text('wallet').notNull(),
+    nextNonce: integer('next_nonce').notNull(),
+    updatedAt: tstz('updated_at').notNull().defaultNow(),
+  },
+  (t) => [primaryKey({ columns: [t.chainId, t.wallet] })],
 )

@@ -10,6 +10,6 @@ export const deployMulticall3Job = defineJob({
   async run({ serverApp, log, job, signal }) {
     // Imported on first run, so worker processes that never run chain jobs don't load viem.
     const { deployMulticall3 } = await import('../../chain/deployMulticall3')
-    return deployMulticall3(serverApp, { chainId: job.data.chainId, forceRedeploy: job.data.forceRedeploy, log, signal })
+    return deployMulticall3(serverApp, { chainId: job.data.chainId, forceRedeploy: job.data.forceRedeploy, jobId: job.id, log, signal })
   },
 })

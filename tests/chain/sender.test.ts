@@ -107,6 +107,33 @@ describe('sendOnce', () => {
     expect((await minedFromWallet()).map((t) => t.hash)).toEqual([rows[1]!.tx_hash])
   })
 
+  test('a transaction whose fee became too low (the base fee rose after it was signed) is replaced with a higher fee, automine on', async () => {
+    // Signed and recorded at the node's current fees; then the base fee jumps far above them before the
+    // broadcast, so the node keeps the transaction pending, unmined, as a live chain does.
+    // 30 % above the signed max fee: the first +25 % replacement is still too low, the second is not.
+    const raise = async (phase: string) => {
+      if (phase !== 'recorded') return
+      const [first] = await attempts()
+      const baseFee = (BigInt(first!.max_fee_per_gas) * 13n) / 10n
+      await setNextBaseFee(baseFee)
+    }
+    const before = (await anvil.client.getBlock()).baseFeePerGas!
+    const setNextBaseFee = (fee: bigint) => anvil.client.request({ method: 'anvil_setNextBlockBaseFeePerGas' as never, params: [`0x${fee.toString(16)}`] as never })
+    // The node keeps a set next-block base fee across the snapshot revert of beforeEach: put it back after.
+    const res = await sendOnce(deps(anvil.url, { attemptTimeoutMs: 500, maxReplacements: 3, onPhase: raise }), { key: 'lowfee', step: 'pay', to: TO, value: 7n }).finally(() =>
+      setNextBaseFee(before),
+    )
+    const rows = await attempts()
+    expect(rows.length).toBeGreaterThanOrEqual(2)
+    expect(new Set(rows.map((r) => r.nonce))).toEqual(new Set([0]))
+    expect(BigInt(rows.at(-1)!.max_fee_per_gas) > BigInt(rows[0]!.max_fee_per_gas)).toBe(true)
+    // One transfer of 7 reached the chain: the replacement; the underpriced first attempt never did.
+    const mined = await minedFromWallet()
+    expect(mined.map((t) => [t.nonce, t.value])).toEqual([[0, 7n]])
+    expect(res.txHash).toBe(mined[0]!.hash)
+    expect(res.txHash).not.toBe(rows[0]!.tx_hash)
+  })
+
   test('a nonce recorded but never broadcast is filled by the next send: the same bytes, then nothing blocks', async () => {
     const crash = new Error('crash after the record')
     await expect(

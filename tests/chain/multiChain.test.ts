@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from 'bun:test'
 import { MULTICALL3_ADDRESS } from '../../src/server/chain/multicall3'
 import { type Anvil, freePort, startAnvil } from '../helpers/anvil'
-import { actualNotificationKeys, expectedNotificationKeys, setupTokenFixture, type TokenFixture, transfer } from '../helpers/chainFixture'
+import { actualNotificationKeys, expectedNotificationKeys, mineTransfers, setupTokenFixture, type TokenFixture } from '../helpers/chainFixture'
 import { createTestDatabase, type TestDatabase } from '../helpers/db'
 import { type RpcProxy, startRpcProxy } from '../helpers/rpcProxy'
 import { type ServerProcess, startServerProcess } from '../helpers/server'
@@ -45,21 +45,6 @@ afterAll(async () => {
   await Promise.all([anvilA?.stop(), anvilB?.stop()])
   await db?.drop()
 })
-
-/** `count` transfers (one block each) among the users and the stranger; values offset so two batches never log the same. */
-async function mineTransfers(f: TokenFixture, count: number, valueBase: bigint): Promise<{ start: bigint; end: bigint }> {
-  const start = (await f.client.getBlockNumber({ cacheTime: 0 })) + 1n
-  const [a, b] = f.users
-  for (let i = 0; i < count; i++) {
-    const [from, to] = [
-      [a!.address, b!.address],
-      [a!.address, f.stranger],
-      [f.stranger, b!.address],
-    ][i % 3]!
-    await transfer(f, from!, to!, valueBase + BigInt(i))
-  }
-  return { start, end: await f.client.getBlockNumber({ cacheTime: 0 }) }
-}
 
 /** Waits until a chain's notifications are exactly what the chain says for [start, end] (no more, no fewer, no duplicate). */
 async function settled(f: TokenFixture, chainId: number, start: bigint, end: bigint, what: string): Promise<void> {

@@ -7,10 +7,10 @@ import { createChainTestApp } from '../helpers/chainApp'
 import {
   actualNotificationKeys,
   expectedNotificationKeys,
+  mineTransfers,
   resetWatchState,
   setupTokenFixture,
   type TokenFixture,
-  transfer,
 } from '../helpers/chainFixture'
 import { createTestDatabase, type TestDatabase } from '../helpers/db'
 import { startServerProcess } from '../helpers/server'
@@ -37,23 +37,6 @@ afterAll(async () => {
 })
 
 beforeEach(() => resetWatchState(f))
-
-const head = () => anvil.client.getBlockNumber({ cacheTime: 0 })
-
-/** `count` blocks, one transfer each, cycling through user→user, user→stranger and stranger→user. */
-async function mineTransfers(count: number): Promise<{ start: bigint; end: bigint }> {
-  const start = (await head()) + 1n
-  const [a, b] = f.users
-  for (let i = 0; i < count; i++) {
-    const [from, to] = [
-      [a!.address, b!.address],
-      [a!.address, f.stranger],
-      [f.stranger, b!.address],
-    ][i % 3]!
-    await transfer(f, from!, to!, BigInt(i + 1))
-  }
-  return { start, end: await head() }
-}
 
 async function firstJsonLine(proc: Subprocess, predicate: (v: any) => boolean, timeoutMs: number): Promise<any> {
   const reader = (proc.stdout as ReadableStream<Uint8Array>).getReader()
@@ -83,7 +66,7 @@ async function firstJsonLine(proc: Subprocess, predicate: (v: any) => boolean, t
 
 describe('watchChain killed halfway', () => {
   test('SIGKILL inside a range transaction: nothing of that range survives, and the next run gives exactly N', async () => {
-    const { start, end } = await mineTransfers(30)
+    const { start, end } = await mineTransfers(f, 30)
     const child = Bun.spawn([process.execPath, CHILD], {
       env: {
         ...process.env,
@@ -139,7 +122,7 @@ describe('watchChain killed halfway', () => {
 
   test('the real server: its worker SIGKILLed while watchChain runs, the cron carries on and the result is exactly N', async () => {
     const N = 150
-    const { start, end } = await mineTransfers(N)
+    const { start, end } = await mineTransfers(f, N)
     const server = await startServerProcess({
       DATABASE_URL: db.url,
       CHAIN_RPC_URL: anvil.url,

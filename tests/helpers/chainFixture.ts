@@ -61,6 +61,24 @@ async function send(f: TokenFixture, from: Address, functionName: string, args: 
   return hash
 }
 
+/**
+ * `count` transfers, one block each, cycling through user→user, user→stranger and stranger→user, with
+ * values valueBase, valueBase + 1, … (distinct bases keep two batches' logs apart).
+ */
+export async function mineTransfers(f: TokenFixture, count: number, valueBase = 1n): Promise<{ start: bigint; end: bigint }> {
+  const start = (await f.client.getBlockNumber({ cacheTime: 0 })) + 1n
+  const [a, b] = f.users
+  for (let i = 0; i < count; i++) {
+    const [from, to] = [
+      [a!.address, b!.address],
+      [a!.address, f.stranger],
+      [f.stranger, b!.address],
+    ][i % 3]!
+    await transfer(f, from!, to!, valueBase + BigInt(i))
+  }
+  return { start, end: await f.client.getBlockNumber({ cacheTime: 0 }) }
+}
+
 export const mint = (f: TokenFixture, to: Address, value: bigint) => send(f, f.minter, 'mint', [to, value])
 export const transfer = (f: TokenFixture, from: Address, to: Address, value: bigint) => send(f, from, 'transfer', [to, value])
 export const batchTransfer = (f: TokenFixture, from: Address, to: Address[], values: bigint[]) => send(f, from, 'batchTransfer', [to, values])

@@ -97,23 +97,34 @@ export function rpcOutcome(err: unknown): RpcOutcome {
   return 'unreachable'
 }
 
-function observed(transport: Transport, report: (outcome: RpcOutcome) => void): Transport {
+/** The transport with every request's outcome seen first: `ok` on an answer; `error` maps an error before it is thrown on. */
+function onOutcome(transport: Transport, hooks: { ok?: () => void; error: (err: unknown) => unknown }): Transport {
   return ((opts) => {
     const t = transport(opts)
     return {
       ...t,
       async request(args, options) {
+        let res: unknown
         try {
-          const res = await t.request(args, options)
-          report('ok')
-          return res
+          res = await t.request(args, options)
         } catch (err) {
-          report(rpcOutcome(err))
-          throw err
+          throw hooks.error(err)
         }
+        hooks.ok?.()
+        return res
       },
     }
   }) as Transport
+}
+
+function observed(transport: Transport, report: (outcome: RpcOutcome) => void): Transport {
+  return onOutcome(transport, {
+    ok: () => report('ok'),
+    error: (err) => {
+      report(rpcOutcome(err))
+      return err
+    },
+  })
 }
 
 /**
@@ -123,17 +134,5 @@ function observed(transport: Transport, report: (outcome: RpcOutcome) => void): 
  * the key out of everything built on top (viem's action errors quote the transport error's text).
  */
 export function redacting(transport: Transport): Transport {
-  return ((opts) => {
-    const t = transport(opts)
-    return {
-      ...t,
-      async request(args, options) {
-        try {
-          return await t.request(args, options)
-        } catch (err) {
-          throw redactError(err)
-        }
-      },
-    }
-  }) as Transport
+  return onOutcome(transport, { error: redactError })
 }

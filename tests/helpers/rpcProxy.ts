@@ -41,6 +41,11 @@ export function startRpcProxy(
     answer?: (call: RpcCall) => ProxyAnswer | undefined
     /** Forward the call to the node, then lose the node's reply: the client gets an HTTP 502 instead. */
     dropReply?: (call: RpcCall) => boolean
+    /**
+     * Asked twice per call: before it is forwarded (`reply` undefined) and after the node answered. A
+     * promise returned holds the call there until it settles, so a test can kill the client at that point.
+     */
+    pause?: (call: RpcCall, reply?: { result?: unknown; error?: unknown }) => Promise<void> | undefined
   } = {},
 ): RpcProxy {
   const calls: RpcProxy['calls'] = []
@@ -68,9 +73,11 @@ export function startRpcProxy(
     if (call.method === 'web3_clientVersion' && opts.clientVersion !== undefined) {
       return { jsonrpc: '2.0', id: call.id, result: opts.clientVersion }
     }
+    await opts.pause?.(call)
     const res = await fetch(target, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(call) })
-    const reply = (await res.json()) as { error?: { message?: string } }
+    const reply = (await res.json()) as { result?: unknown; error?: { message?: string } }
     if (reply?.error) entry.error = String(reply.error.message)
+    await opts.pause?.(call, reply)
     if (opts.dropReply?.(call)) throw new HttpAnswer({ httpStatus: 502, body: 'reply lost' })
     return reply
   }

@@ -28,6 +28,8 @@ export interface BenchConfig {
   pollMs: number
   /** Pause after each latency sample, so every sample starts on an idle queue. */
   latencyGapMs: number
+  /** Exactly-once sends per wallet in the sender scenario (against anvil). */
+  sendsPerWallet: number
 }
 
 export function loadBenchConfig(argv: readonly string[]): BenchConfig {
@@ -47,6 +49,7 @@ export function loadBenchConfig(argv: readonly string[]): BenchConfig {
         slowDefaultCapMs: 3_000,
         pollMs: 50,
         latencyGapMs: 5,
+        sendsPerWallet: 30,
       }
     : {
         quick,
@@ -62,5 +65,6 @@ export function loadBenchConfig(argv: readonly string[]): BenchConfig {
         slowDefaultCapMs: 10_000,
         pollMs: 50,
         latencyGapMs: 5,
+        sendsPerWallet: 300,
       }
 }

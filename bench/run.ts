@@ -16,6 +16,7 @@ import { PGBOSS_BEST, PGBOSS_DEFAULT, pgbossBulkSubmit, pgbossThroughput, prepar
 import { graphileShapes, pgbossShapes } from './peers/shapes'
 import { measureRaw } from './raw'
 import { measureScrape } from './metricsScrape'
+import { measureSends } from './sends'
 import { oursShapes } from './shapes'
 import { summarizeResults, updateReadme } from './summary'
 import { step } from './progress'
@@ -57,6 +58,9 @@ const oursShapesResult = await oursShapes(cfg, oursUrl)
 step(`  ours: /metrics scrape time with ${cfg.preFinishedRows.toLocaleString()} finished rows`)
 const oursScrape = await measureScrape({ databaseUrl: oursUrl, finishedRows: cfg.preFinishedRows, samples: cfg.quick ? 20 : 200 })
 step(`  ours: /metrics scrape p50 ${oursScrape.p50Ms} ms, p99 ${oursScrape.p99Ms} ms, max ${oursScrape.maxMs} ms`)
+step(`  ours: exactly-once sends against anvil, ${cfg.sendsPerWallet} per wallet`)
+const oursSends = await measureSends(cfg.sendsPerWallet)
+step(`  ours: sends ${oursSends.oneWallet.sendsPerSec}/s from one wallet, ${oursSends.fourWallets.sendsPerSec}/s from four`)
 
 step('3/4 graphile-worker')
 const gUrl = await prepareGraphileDb()
@@ -84,7 +88,7 @@ const results = summarizeResults({
   durationSeconds: Math.round((performance.now() - t0) / 100) / 10,
   machine: { ...machine, loadAvgAtEnd: Math.round((loadavg()[0] ?? 0) * 100) / 100 },
   raw,
-  ours: { bulk: oursBulk, empty: oursEmpty, scale: oursScale, idle: oursIdle, latency: oursLat, shapes: oursShapesResult, scrape: oursScrape },
+  ours: { bulk: oursBulk, empty: oursEmpty, scale: oursScale, idle: oursIdle, latency: oursLat, shapes: oursShapesResult, scrape: oursScrape, sends: oursSends },
   graphile: { bulk: gBulk, default: gDefault, best: gBest, latencyDefault: gLatDefault, latencyBest: gLatBest.latency, shapes: gShapes },
   pgboss: { bulk: bBulk, default: bDefault, best: bBest, shapes: bShapes },
 })

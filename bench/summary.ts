@@ -7,6 +7,7 @@ import type { MachineInfo } from './machine'
 import type { IdleCost } from './ours'
 import type { RawResult } from './raw'
 import type { PeerShapes } from './peers/shapes'
+import type { SendRate } from './sends'
 import type { ShapesResult } from './shapes'
 import { markdownTable, type Row, row, type Target, targetsTable } from './report'
 import { round } from './stats'
@@ -21,7 +22,7 @@ export interface RunData {
   durationSeconds: number
   machine: MachineInfo & { loadAvgAtEnd: number }
   raw: RawResult
-  ours: { bulk: Bulk; empty: ThroughputResult & { verified: boolean }; scale: ThroughputResult & { verified: boolean }; idle: IdleCost; latency: LatencyResult; shapes: ShapesResult; scrape: ScrapeTimes }
+  ours: { bulk: Bulk; empty: ThroughputResult & { verified: boolean }; scale: ThroughputResult & { verified: boolean }; idle: IdleCost; latency: LatencyResult; shapes: ShapesResult; scrape: ScrapeTimes; sends: { oneWallet: SendRate; fourWallets: SendRate } }
   graphile: {
     bulk: Bulk
     default: ThroughputResult
@@ -76,6 +77,7 @@ export function summarizeResults(d: RunData): { json: Record<string, any>; markd
     row({ scenario: 'High-priority probe under that backlog: start after submit p99', unit: 'ms', better: 'lower', ours: sh.priority.high.p99, peer: 'graphile-worker, priority -1 (same configuration)', peerValue: g.shapes.priority.p99 }),
     row({ scenario: 'High-priority probe under that backlog: start after submit p99', unit: 'ms', better: 'lower', ours: sh.priority.high.p99, peer: 'pg-boss, priority 1 in the same queue', peerValue: d.pgboss.shapes.priority.p99 }),
     row({ scenario: 'Concurrency-1 type (5 ms jobs) inside a no-op flood', unit: 'jobs/s', better: 'higher', ours: sh.limited.inFloodJobsPerSec, peer: 'ours, the same type alone', peerValue: sh.limited.aloneJobsPerSec }),
+    row({ scenario: 'Exactly-once sends (anvil, automine), four wallets', unit: 'sends/s', better: 'higher', ours: o.sends.fourWallets.sendsPerSec, peer: 'ours, one wallet (its sends one at a time)', peerValue: o.sends.oneWallet.sendsPerSec, note: `${o.sends.oneWallet.msPerSendPerWallet} ms per send from one wallet; no peer has a durable sender` }),
     row({ scenario: 'No-op flood with a concurrency-1 type mixed in', unit: 'jobs/s', better: 'higher', ours: sh.limited.floodWithLimitedJobsPerSec, peer: 'ours, the flood alone (same server)', peerValue: sh.limited.floodAloneJobsPerSec }),
   )
   const bestPeerLat = { p50: Math.min(gl.p50, g.latencyBest.p50), p99: Math.min(gl.p99, g.latencyBest.p99) }

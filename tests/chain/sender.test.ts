@@ -3,7 +3,7 @@ import postgres from 'postgres'
 import { type Address, type Hex, keccak256, parseEther } from 'viem'
 import { privateKeyToAccount } from 'viem/accounts'
 import { createChainClients } from '../../src/server/chain/clients'
-import { type SenderDeps, SendPendingError, SendSupersededError, sendOnce } from '../../src/server/chain/sender'
+import { pruneSettledSends, type SenderDeps, SendPendingError, SendSupersededError, sendOnce } from '../../src/server/chain/sender'
 import { createDb, type DbHandle } from '../../src/server/db/client'
 import { createLogger } from '../../src/server/log'
 import { ANVIL_KEYS, type Anvil, startAnvil } from '../helpers/anvil'
@@ -197,5 +197,32 @@ describe('sendOnce', () => {
     expect(res.nonce).toBe(1)
     const mined = await minedFromWallet()
     expect(mined.filter((t) => t.to === TO.toLowerCase()).map((t) => [t.nonce, t.value])).toEqual([[1, 4n]])
+  })
+
+  test('the daily prune deletes settled sends of finished or gone jobs a week old, never a pending one or one of a job that may still run', async () => {
+    const [running] = await sql`INSERT INTO worker_jobs (type, user_id, data, started) VALUES ('sleep', 0, '{}', now()) RETURNING id`
+    const [done] = await sql`INSERT INTO worker_jobs (type, user_id, data, started, finished, success) VALUES ('sleep', 0, '{}', now(), now(), true) RETURNING id`
+    const send = (key: string, jobId?: number) => sendOnce(deps(), { key, jobId, step: key, to: TO, value: 1n, gas: 21_000n })
+    await send('of-running', running!.id)
+    await send('of-finished', done!.id)
+    await send('no-job')
+    await send('recent', done!.id)
+    await send('pending', done!.id)
+    await send('of-gone-job', 999_999)
+    await sql`UPDATE chain_sends SET settled_at = now() - interval '8 days' WHERE send_key <> 'recent'`
+    // A pending record, however old, is never deleted (here made by hand from a mined one).
+    await sql`UPDATE chain_sends SET state = 'pending', settled_at = NULL, created_at = now() - interval '30 days' WHERE send_key = 'pending'`
+    // An attempt left without a send (as the funding rows written before the sender), as old.
+    await sql`UPDATE chain_sent_txs SET send_id = NULL, settled_at = now() - interval '8 days' WHERE send_id = (SELECT id FROM chain_sends WHERE send_key = 'no-job')`
+    const attemptsBefore = (await sql`SELECT count(*)::int AS n FROM chain_sent_txs`)[0]!.n
+
+    expect(await pruneSettledSends(handle.db, { batchSize: 1 })).toBe(3)
+    expect((await sql`SELECT send_key FROM chain_sends ORDER BY nonce`).map((r) => r.send_key)).toEqual(['of-running', 'recent', 'pending'])
+    // Their attempts went with them (cascade), and so did the orphan attempt.
+    expect((await sql`SELECT count(*)::int AS n FROM chain_sent_txs`)[0]!.n).toBe(attemptsBefore - 3)
+    expect((await sql`SELECT count(*)::int AS n FROM chain_sent_txs WHERE send_id IS NULL`)[0]!.n).toBe(0)
+    // The wallet's counter is untouched: the next send takes the next nonce, not a freed one.
+    expect((await send('after-prune')).nonce).toBe(6)
+    expect(await pruneSettledSends(handle.db)).toBe(0)
   })
 })

@@ -102,10 +102,10 @@ describe('a sending job on a real server, its worker child SIGKILLed', () => {
     const POINTS: KillPoint[] = ['recorded', 'broadcast', 'receipt']
     const PROXY_KILLS = 12
     // Each kill makes the job's next run attempt + 1, so the run after the proxy kills is attempt 13.
-    const [{ id }] = await sql`
+    const [{ id }] = (await sql`
       INSERT INTO worker_jobs (type, user_id, data, concurrency_key)
       VALUES ('sendTransfers', 0, ${sql.json({ to, steps: 100, wallet: 'kill', holdBeforeOutcomeOnAttempt: PROXY_KILLS + 1 })}, 'wallet:kill')
-      RETURNING id`
+      RETURNING id`) as unknown as [{ id: number }]
     const pidRunning = async (what: string) => {
       const row = await waitFor(async () => (await sql`SELECT locked_by, attempt FROM worker_jobs WHERE id = ${id} AND started IS NOT NULL AND finished IS NULL`)[0], { what })
       const spawn = server.logs.find((l) => l.msg === 'worker spawned' && l.workerId === row.locked_by)

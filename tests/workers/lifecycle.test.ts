@@ -87,7 +87,7 @@ describe('removeOldWorkerJobs', () => {
         what: 'cleanup',
       })
       expect(done.success).toBe(true)
-      expect(done.result).toEqual({ deletedCount: 2502, prunedChainEvents: 0 })
+      expect(done.result).toEqual({ deletedCount: 2502, prunedChainEvents: 0, prunedSends: 0 })
     } finally {
       await server.stop()
     }

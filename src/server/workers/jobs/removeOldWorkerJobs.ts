@@ -1,5 +1,6 @@
 import { z } from 'zod'
 import { pruneChainLedger } from '../../chain/ledgerPrune'
+import { pruneSettledSends } from '../../chain/sender/prune'
 import { deleteExpiredJobs } from '../queue/cleanup'
 import { defineJob } from './types'
 
@@ -11,7 +12,9 @@ export const removeOldWorkerJobsJob = defineJob({
     const deletedCount = await deleteExpiredJobs(serverApp.db, { batchSize: job.data.batchSize, signal })
     // The chain ledger's orphans (below the reorg window, referenced by nothing) go with the same daily run.
     const prunedChainEvents = await pruneChainLedger(serverApp.db, { maxReorgDepth: serverApp.config.CHAIN_MAX_REORG_DEPTH, batchSize: job.data.batchSize, signal })
-    log.info({ deletedCount, prunedChainEvents }, 'removed old worker jobs')
-    return { deletedCount, prunedChainEvents }
+    // Send records of finished jobs, a week after they settled (the sender's audit trail).
+    const prunedSends = await pruneSettledSends(serverApp.db, { batchSize: job.data.batchSize, signal })
+    log.info({ deletedCount, prunedChainEvents, prunedSends }, 'removed old worker jobs')
+    return { deletedCount, prunedChainEvents, prunedSends }
   },
 })

@@ -1,4 +1,4 @@
-import type { SQL } from 'drizzle-orm'
+import { fillPlaceholders, type SQL } from 'drizzle-orm'
 import { PgDialect } from 'drizzle-orm/pg-core'
 import { drizzle, type PostgresJsDatabase } from 'drizzle-orm/postgres-js'
 import postgres from 'postgres'
@@ -52,4 +52,14 @@ export async function runQuery(db: Executor, query: SQL): Promise<Record<string,
   if (!client) return (await db.execute(query)) as unknown as Record<string, unknown>[]
   const { sql: text, params } = dialect.sqlToQuery(query)
   return client.unsafe(text, params as never[], { prepare: true })
+}
+
+/**
+ * A statement rendered once, with `sql.placeholder(name)` where its values go; each call binds `values`
+ * to the same text, as a named prepared statement on the root database. For the statements a worker runs
+ * per job: rendering drizzle's template on every call is garbage the collector then pauses for.
+ */
+export function compileQuery<V extends Record<string, unknown>>(query: SQL): (db: Database, values: V) => Promise<Record<string, unknown>[]> {
+  const { sql: text, params } = dialect.sqlToQuery(query)
+  return (db, values) => db.$client.unsafe(text, fillPlaceholders(params, values) as never[], { prepare: true })
 }

@@ -1,5 +1,5 @@
-import { type SQL, sql } from 'drizzle-orm'
-import { type Database, type Executor, runQuery } from '../../db/client'
+import { type Placeholder, type SQL, sql } from 'drizzle-orm'
+import { compileQuery, type Database, type Executor, runQuery } from '../../db/client'
 import type { WorkerJob } from '../../db/schema'
 import type { RecordedOutcome } from '../jobMetrics'
 import { insertJobs, lockTags } from './insert'
@@ -125,17 +125,8 @@ async function markFinished(
   if (rows.length === 0) return new Map()
   // Built by hand around the results' JSON, which storableJson already produced: no second stringify.
   const batch = `[${rows.map((r) => `{"id":${r.id},"success":${r.success},"result":${r.json}}`).join(',')}]`
-  const done = await runQuery(
-    db,
-    sql`
-    UPDATE worker_jobs AS j
-    SET finished = now(), success = v.success AND j.cancelled_at IS NULL,
-        result = CASE WHEN j.cancelled_at IS NULL THEN v.result ELSE ${cancelledResult(sql`v.result`)} END,
-        remove_at = now() + make_interval(secs => j.remove_delay), updated_at = now()
-    FROM jsonb_to_recordset(${batch}::text::jsonb) AS v(id bigint, success boolean, result jsonb)
-    WHERE j.id = v.id AND ${heldBy(workerId, 'j')}
-    RETURNING j.id, j.cancelled_at IS NOT NULL AS cancelled`,
-  )
+  // Most batches go through the root pool (the compiled statement); one with successors runs in a transaction.
+  const done = '$client' in db ? await compiledFinish(db, { workerId, batch }) : await runQuery(db, finishSql(workerId, batch))
   return new Map(done.map((r) => [Number(r.id), r.cancelled === true]))
 }
 
@@ -145,6 +136,20 @@ async function markFinished(
  * cancelJob left in the running row's result (absent when cancelled_at was set by hand). Only for
  * statements that update worker_jobs AS j, where j.result is still the running row's.
  */
+function finishSql(workerId: string | Placeholder, batch: string | Placeholder): SQL {
+  return sql`
+    UPDATE worker_jobs AS j
+    SET finished = now(), success = v.success AND j.cancelled_at IS NULL,
+        result = CASE WHEN j.cancelled_at IS NULL THEN v.result ELSE ${cancelledResult(sql`v.result`)} END,
+        remove_at = now() + make_interval(secs => j.remove_delay), updated_at = now()
+    FROM jsonb_to_recordset(${batch}::text::jsonb) AS v(id bigint, success boolean, result jsonb)
+    WHERE j.id = v.id AND ${heldBy(workerId, 'j')}
+    RETURNING j.id, j.cancelled_at IS NOT NULL AS cancelled`
+}
+
+/** Rendered once: a worker writes one finish per batch of jobs (see compileQuery). */
+const compiledFinish = compileQuery<{ workerId: string; batch: string }>(finishSql(sql.placeholder('workerId'), sql.placeholder('batch')))
+
 export function cancelledResult(outcome: SQL): SQL {
   return sql`jsonb_build_object('error', 'cancelled', 'outcome', ${outcome})
     || CASE WHEN j.result->'cancelledBy' IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('cancelledBy', j.result->'cancelledBy') END`

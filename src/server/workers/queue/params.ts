@@ -6,7 +6,12 @@ import { type SQL, sql } from 'drizzle-orm'
  * statements), so the array travels as one JSON parameter instead.
  */
 export function textArray(values: readonly string[]): SQL {
-  return sql`ARRAY(SELECT jsonb_array_elements_text(${JSON.stringify(values)}::jsonb))`
+  return jsonTextArray(JSON.stringify(values))
+}
+
+/** textArray from the array's JSON text (a value or a placeholder of a compiled statement). */
+export function jsonTextArray(json: unknown): SQL {
+  return sql`ARRAY(SELECT jsonb_array_elements_text(${json}::jsonb))`
 }
 
 /** A bigint[] value bound as one parameter, for `id = ANY(…)`. */

@@ -1,5 +1,5 @@
 import { type SQL, sql } from 'drizzle-orm'
-import { compileQuery, type Database, type Executor, runQuery } from '../../db/client'
+import { compileQuery, type Executor, runQuery } from '../../db/client'
 import type { WorkerJob } from '../../db/schema'
 import { notifyDue } from './notify'
 import { bigintArray, jsonTextArray, textArray } from './params'
@@ -55,7 +55,7 @@ const PRIORITIES = sql`priorities AS (
  *   needs, timestamps as epoch milliseconds: decoding 16 text columns per row in the driver was the
  *   largest CPU cost of a worker.
  */
-export async function claimJobs(db: Database, opts: ClaimOptions): Promise<WorkerJob[]> {
+export async function claimJobs(db: Executor, opts: ClaimOptions): Promise<WorkerJob[]> {
   const rows = await compiledClaim(db, {
     workerId: opts.workerId,
     limit: opts.limit,
@@ -75,15 +75,7 @@ const MAX_PRIORITY = 32767
  * claim per job, made the collector pause the worker every few dozen jobs (1-4 ms each, the pickup
  * latency's tail). A worker's types never change, so their JSON is kept too.
  */
-const compiledClaim = compileQuery<{ workerId: string; limit: number; leaseSecs: number; types: string; maxPriority: number }>(
-  claimSql({
-    workerId: sql.placeholder('workerId'),
-    limit: sql.placeholder('limit'),
-    leaseSecs: sql.placeholder('leaseSecs'),
-    types: sql.placeholder('types'),
-    maxPriority: sql.placeholder('maxPriority'),
-  }),
-)
+const compiledClaim = compileQuery(claimSql)
 
 const typesJsonCache = new WeakMap<readonly string[], string>()
 function typesJson(types: readonly string[]): string {
@@ -114,8 +106,17 @@ export function claimStatement(opts: ClaimOptions): SQL {
   })
 }
 
-/** The claim, over values or placeholders (`types`: the JSON array of the type names). */
-function claimSql(v: { workerId: unknown; limit: unknown; leaseSecs: unknown; types: unknown; maxPriority: unknown }): SQL {
+interface ClaimValues extends Record<string, unknown> {
+  workerId: string
+  limit: number
+  leaseSecs: number
+  /** The JSON array of the type names. */
+  types: string
+  maxPriority: number
+}
+
+/** The claim statement over its values (compileQuery renders it once with placeholders). */
+function claimSql(v: ClaimValues): SQL {
   return sql`
     WITH RECURSIVE ${PRIORITIES}, picked AS MATERIALIZED (
       SELECT x.id FROM priorities AS p
@@ -140,7 +141,7 @@ export function claimedJobsSelect(opts: ClaimOptions, picked: SQL, more: { at?: 
   return claimedRows({ workerId: opts.workerId, leaseSecs: opts.leaseMs / 1000 }, picked, more)
 }
 
-function claimedRows(v: { workerId: unknown; leaseSecs: unknown }, picked: SQL, more: { at?: SQL; ctes?: SQL; columns?: SQL } = {}): SQL {
+function claimedRows(v: { workerId: string; leaseSecs: number }, picked: SQL, more: { at?: SQL; ctes?: SQL; columns?: SQL } = {}): SQL {
   const at = more.at ?? sql`now()`
   return sql`claimed AS (
       UPDATE worker_jobs AS j

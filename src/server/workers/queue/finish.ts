@@ -1,4 +1,4 @@
-import { type Placeholder, type SQL, sql } from 'drizzle-orm'
+import { type SQL, sql } from 'drizzle-orm'
 import { compileQuery, type Database, type Executor, runQuery } from '../../db/client'
 import type { WorkerJob } from '../../db/schema'
 import type { RecordedOutcome } from '../jobMetrics'
@@ -125,8 +125,7 @@ async function markFinished(
   if (rows.length === 0) return new Map()
   // Built by hand around the results' JSON, which storableJson already produced: no second stringify.
   const batch = `[${rows.map((r) => `{"id":${r.id},"success":${r.success},"result":${r.json}}`).join(',')}]`
-  // Most batches go through the root pool (the compiled statement); one with successors runs in a transaction.
-  const done = '$client' in db ? await compiledFinish(db, { workerId, batch }) : await runQuery(db, finishSql(workerId, batch))
+  const done = await compiledFinish(db, { workerId, batch })
   return new Map(done.map((r) => [Number(r.id), r.cancelled === true]))
 }
 
@@ -136,7 +135,7 @@ async function markFinished(
  * cancelJob left in the running row's result (absent when cancelled_at was set by hand). Only for
  * statements that update worker_jobs AS j, where j.result is still the running row's.
  */
-function finishSql(workerId: string | Placeholder, batch: string | Placeholder): SQL {
+function finishSql({ workerId, batch }: { workerId: string; batch: string }): SQL {
   return sql`
     UPDATE worker_jobs AS j
     SET finished = now(), success = v.success AND j.cancelled_at IS NULL,
@@ -148,7 +147,7 @@ function finishSql(workerId: string | Placeholder, batch: string | Placeholder):
 }
 
 /** Rendered once: a worker writes one finish per batch of jobs (see compileQuery). */
-const compiledFinish = compileQuery<{ workerId: string; batch: string }>(finishSql(sql.placeholder('workerId'), sql.placeholder('batch')))
+const compiledFinish = compileQuery(finishSql)
 
 export function cancelledResult(outcome: SQL): SQL {
   return sql`jsonb_build_object('error', 'cancelled', 'outcome', ${outcome})

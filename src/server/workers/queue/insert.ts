@@ -1,5 +1,5 @@
-import { sql } from 'drizzle-orm'
-import { type Executor, runQuery } from '../../db/client'
+import { type SQL, sql } from 'drizzle-orm'
+import { compileQuery, type Executor } from '../../db/client'
 import type { WorkerJob } from '../../db/schema'
 import { insertedRow, toJson } from './rows'
 import { PENDING } from './states'
@@ -41,25 +41,32 @@ export async function insertJobs(
       max_attempts: r.maxAttempts,
       rescheduled_from_job: r.rescheduledFromJob,
     }))
-    // The target is the partial unique index worker_jobs_pending_tag_uidx, predicate included.
-    const conflict = opts.onTagConflict === 'skip' ? sql`ON CONFLICT (user_id, tag) WHERE tag IS NOT NULL AND ${PENDING} DO NOTHING` : sql``
-    const inserted = await runQuery(
-      db,
-      sql`
-      INSERT INTO worker_jobs (type, user_id, data, due, priority, concurrency_key, cron_schedule, auto_reschedule_on_failure,
-        auto_reschedule_on_failure_delay, remove_delay, persistent, tag, attempt, max_attempts, rescheduled_from_job)
-      SELECT type, user_id, data, due, priority, concurrency_key, cron_schedule, auto_reschedule_on_failure,
-        auto_reschedule_on_failure_delay, remove_delay, persistent, tag, attempt, max_attempts, rescheduled_from_job
-      FROM json_to_recordset(${toJson(chunk)}::text::json) AS r(type text, user_id integer, data jsonb, due timestamptz, priority smallint, concurrency_key text,
-        cron_schedule text, auto_reschedule_on_failure boolean, auto_reschedule_on_failure_delay integer,
-        remove_delay integer, persistent boolean, tag text, attempt integer, max_attempts integer, rescheduled_from_job bigint)
-      ${conflict}
-      RETURNING id, user_id, tag, created_at`,
-    )
+    const insert = opts.onTagConflict === 'skip' ? insertSkippingTags : insertRows
+    const inserted = await insert(db, { rows: toJson(chunk) })
     out.push(...completeRows(rows.slice(i, i + INSERT_CHUNK), inserted, opts.onTagConflict === 'skip'))
   }
   return out
 }
+
+/** The INSERT over one json parameter (`rows`); rendered once per variant (compileQuery). */
+function insertSql({ rows }: { rows: string }, conflict: SQL): SQL {
+  return sql`
+    INSERT INTO worker_jobs (type, user_id, data, due, priority, concurrency_key, cron_schedule, auto_reschedule_on_failure,
+      auto_reschedule_on_failure_delay, remove_delay, persistent, tag, attempt, max_attempts, rescheduled_from_job)
+    SELECT type, user_id, data, due, priority, concurrency_key, cron_schedule, auto_reschedule_on_failure,
+      auto_reschedule_on_failure_delay, remove_delay, persistent, tag, attempt, max_attempts, rescheduled_from_job
+    FROM json_to_recordset(${rows}::text::json) AS r(type text, user_id integer, data jsonb, due timestamptz, priority smallint, concurrency_key text,
+      cron_schedule text, auto_reschedule_on_failure boolean, auto_reschedule_on_failure_delay integer,
+      remove_delay integer, persistent boolean, tag text, attempt integer, max_attempts integer, rescheduled_from_job bigint)
+    ${conflict}
+    RETURNING id, user_id, tag, created_at`
+}
+
+const insertRows = compileQuery((v: { rows: string }) => insertSql(v, sql``))
+// The target is the partial unique index worker_jobs_pending_tag_uidx, predicate included.
+const insertSkippingTags = compileQuery((v: { rows: string }) =>
+  insertSql(v, sql`ON CONFLICT (user_id, tag) WHERE tag IS NOT NULL AND ${PENDING} DO NOTHING`),
+)
 
 const tagKey = (userId: unknown, tag: unknown) => `${userId}:${tag}`
 

@@ -1,4 +1,4 @@
-import { type Placeholder, type SQL, sql } from 'drizzle-orm'
+import { type SQL, sql } from 'drizzle-orm'
 // Type-only: db/schema.ts imports the predicate texts below for its partial indexes.
 import type { WorkerJob } from '../../db/schema'
 
@@ -39,7 +39,7 @@ export const FINISHED = sql.raw(FINISHED_TEXT)
  * the index's dead entries on each call instead of looking the ids up by primary key: it halved the
  * throughput. `alias` qualifies the columns when the statement joins another relation.
  */
-export function heldBy(workerId: string | Placeholder, alias?: string): SQL {
+export function heldBy(workerId: string, alias?: string): SQL {
   const c = alias ? `${alias}.` : ''
   return sql`${sql.raw(c)}locked_by = ${workerId} AND ${sql.raw(c)}finished IS NULL`
 }

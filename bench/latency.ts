@@ -7,8 +7,9 @@ import { type LatencySummary, nowMs, percentile, round, summarize } from './stat
 export interface LatencyResult extends LatencySummary {
   /** Samples whose handler never reported within the timeout. */
   lost: number
-  /** How long the submit call itself took (its median), to tell submit cost from pickup cost. */
+  /** How long the submit call itself took (its median and p99), to tell submit cost from pickup cost. */
   submitCallP50: number
+  submitCallP99: number
   /** From the submit call's return to the handler's start: the pickup itself, without the insert's commit. */
   beyondSubmit: { p50: number; p99: number }
 }
@@ -52,9 +53,10 @@ export async function measureLatency(
   }
   const s = summarize(samples)
   const submitCallP50 = round(percentile(submitCalls, 50), 3)
+  const submitCallP99 = round(percentile(submitCalls, 99), 3)
   const beyondSubmit = { p50: round(percentile(beyond, 50), 3), p99: round(percentile(beyond, 99), 3) }
   line.done(
-    `${label}: p50 ${s.p50} ms, p95 ${s.p95} ms, p99 ${s.p99} ms${lost ? `, ${lost} lost` : ''} (the submit call itself: p50 ${submitCallP50} ms; after it returned: p50 ${beyondSubmit.p50} ms, p99 ${beyondSubmit.p99} ms)`,
+    `${label}: p50 ${s.p50} ms, p95 ${s.p95} ms, p99 ${s.p99} ms${lost ? `, ${lost} lost` : ''} (the submit call itself: p50 ${submitCallP50} ms, p99 ${submitCallP99} ms; after it returned: p50 ${beyondSubmit.p50} ms, p99 ${beyondSubmit.p99} ms)`,
   )
-  return { ...s, lost, submitCallP50, beyondSubmit }
+  return { ...s, lost, submitCallP50, submitCallP99, beyondSubmit }
 }

@@ -22,6 +22,7 @@ const brief = (r: LatencyResult) => ({
   p95: r.p95,
   p99: r.p99,
   submitP50: r.submitCallP50,
+  submitP99: r.submitCallP99,
   afterSubmitP50: r.beyondSubmit.p50,
   afterSubmitP99: r.beyondSubmit.p99,
 })

@@ -23,11 +23,17 @@ export interface DbOptions {
   connectTimeoutMs?: number
   /** Postgres cancels any statement of this pool that runs longer (0: no limit). */
   statementTimeoutMs?: number
+  /**
+   * Whether each new connection first reads the array types (postgres.js's default, needed to bind or
+   * parse Postgres arrays). Off for a pool that never does (the queue's).
+   */
+  fetchTypes?: boolean
 }
 
 export function createDb(url: string, opts: DbOptions = {}): DbHandle {
   const client = postgres(url, {
     max: opts.max ?? 10,
+    fetch_types: opts.fetchTypes ?? true,
     onnotice: () => {},
     connect_timeout: Math.max(1, Math.ceil((opts.connectTimeoutMs ?? 10_000) / 1000)),
     connection: {

@@ -1,7 +1,7 @@
 import type postgres from 'postgres'
 import { type Config, ConfigError } from '../config'
 
-/** Each child's queue pool: one connection for the claim loop, two for outcome writes and the heartbeat (queueDb.ts). Never lent to handler code. */
+/** Each child's queue pool: claim, finish and heartbeat may overlap. Never lent to handler code. */
 export const QUEUE_POOL_SIZE = 3
 /** Each child's `LISTEN worker_jobs` connection. */
 export const LISTEN_CONNECTIONS = 1

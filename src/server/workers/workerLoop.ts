@@ -338,7 +338,7 @@ export class WorkerLoop {
         }
         const sentAt = this.now()
         const claim = { workerId: this.opts.workerId, leaseMs: this.opts.leaseMs }
-        claimed = this.types.length === 0 ? [] : await q.run((db) => claimJobs(db, { ...claim, limit: free, types: this.types }), 'claim')
+        claimed = this.types.length === 0 ? [] : await q.run((db) => claimJobs(db, { ...claim, limit: free, types: this.types }))
         // Then the limited types, one claim each (it takes that type's lock), with the slots left.
         let limitedShort = true
         for (const { type, limits } of this.limited) {
@@ -347,7 +347,7 @@ export class WorkerLoop {
             break
           }
           const left = free - claimed.length
-          const got = await q.run((db) => claimLimited(db, { ...claim, limit: left, types: [type], type, limits }), 'claim')
+          const got = await q.run((db) => claimLimited(db, { ...claim, limit: left, types: [type], type, limits }))
           if (got.jobs.length === left) limitedShort = false
           // A rate held jobs back: no NOTIFY comes when its window moves on, so a timer looks again then.
           // (Never sooner than a few ms: another server's clock may be behind the database's.)
@@ -398,7 +398,7 @@ export class WorkerLoop {
     const sentAt = this.now()
     try {
       const claim = { workerId: this.opts.workerId, leaseMs: this.opts.leaseMs, limit, types: this.types, maxPriority: -1 }
-      for (const job of await this.opts.queueDb.run((db) => claimJobs(db, claim), 'claim')) this.startJob(job, sentAt)
+      for (const job of await this.opts.queueDb.run((db) => claimJobs(db, claim))) this.startJob(job, sentAt)
       this.claimFailingSince = null
     } catch (err) {
       this.unknownClaims = true

@@ -86,16 +86,25 @@ describe.concurrent('leases', () => {
   // after its jobs had been rescued and re-run elsewhere ran every one of them to the end as well (two
   // runs of the same job at once).
   test('a child frozen by SIGSTOP aborts all its jobs when it resumes; each job completed exactly once, on the other child', async () => {
+    const startsFile = join(mkdtempSync(join(tmpdir(), 'sigstop-')), 'starts')
     const pair = await startServerProcess({
       DATABASE_URL: db.url,
       WORKER_COUNT: '2',
       WORKER_LEASE_MS: '2000',
       WORKER_POLL_INTERVAL_MS: '60000',
+      TEST_STARTS_FILE: startsFile,
       ...QUIET,
     })
     let frozen: number | null = null
     try {
       const ids = await insertJobs(sql, 'watchful', { ms: 8000 }, 10)
+      // Their handlers, not only the claims: a claim that committed but whose answer came after its 1 s
+      // deadline (a loaded machine, a fresh child) is never started by that child (its rows go back to
+      // pending later), and a frozen child with no running handler has nothing to abort.
+      await waitFor(() => existsSync(startsFile) && new Set(readFileSync(startsFile, 'utf8').trim().split('\n')).size === ids.length, {
+        timeoutMs: 10_000,
+        what: 'the 10 handlers to start',
+      })
       const running = await waitFor(
         async () => {
           const rows = await sql`SELECT id, locked_by FROM worker_jobs WHERE id IN ${sql(ids)} AND started IS NOT NULL AND finished IS NULL`

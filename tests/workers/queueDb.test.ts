@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, expect, test } from 'bun:test'
 import { sql } from 'drizzle-orm'
-import { runQuery } from '../../src/server/db/client'
+import { compileQuery, createDb, runQuery } from '../../src/server/db/client'
 import { QueueDb } from '../../src/server/workers/queueDb'
 import { createTestDatabase, type TestDatabase } from '../helpers/db'
 
@@ -31,4 +31,17 @@ const typeQueries = () =>
 test('no connection of the pool reads the array types when it opens', async () => {
   // Three at once: the pool opens all three of its connections, and none ran the query.
   expect(await Promise.all([typeQueries(), typeQueries(), typeQueries()])).toEqual([0, 0, 0])
+})
+
+test('a compiled statement binds new values per call, on the pool and inside a transaction alike', async () => {
+  const echo = compileQuery((v: { a: number; b: string }) => sql`SELECT ${v.a}::int + 1 AS a, ${v.b}::text || '!' AS b`)
+  const handle = createDb(db.url, { max: 1 })
+  try {
+    expect(await echo(handle.db, { a: 1, b: 'x' })).toEqual([{ a: 2, b: 'x!' }])
+    expect(await echo(handle.db, { a: 41, b: "o'hara; --" })).toEqual([{ a: 42, b: "o'hara; --!" }])
+    const inTx = await handle.db.transaction((tx) => echo(tx, { a: 9, b: 'tx' }))
+    expect(inTx.map((r) => ({ ...r }))).toEqual([{ a: 10, b: 'tx!' }])
+  } finally {
+    await handle.close()
+  }
 })

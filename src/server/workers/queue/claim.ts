@@ -56,13 +56,7 @@ const PRIORITIES = sql`priorities AS (
  *   largest CPU cost of a worker.
  */
 export async function claimJobs(db: Executor, opts: ClaimOptions): Promise<WorkerJob[]> {
-  const rows = await compiledClaim(db, {
-    workerId: opts.workerId,
-    limit: opts.limit,
-    leaseSecs: opts.leaseMs / 1000,
-    types: typesJson(opts.types),
-    maxPriority: opts.maxPriority ?? MAX_PRIORITY,
-  })
+  const rows = await compiledClaim(db, claimValues(opts, typesJson(opts.types)))
   return decodeClaimed(rows, opts)
 }
 
@@ -97,13 +91,11 @@ export interface ClaimOptions {
 
 /** The claim statement itself, with its values inline (for the tests that read its plan). */
 export function claimStatement(opts: ClaimOptions): SQL {
-  return claimSql({
-    workerId: opts.workerId,
-    limit: opts.limit,
-    leaseSecs: opts.leaseMs / 1000,
-    types: JSON.stringify(opts.types),
-    maxPriority: opts.maxPriority ?? MAX_PRIORITY,
-  })
+  return claimSql(claimValues(opts, JSON.stringify(opts.types)))
+}
+
+function claimValues(opts: ClaimOptions, types: string): ClaimValues {
+  return { workerId: opts.workerId, limit: opts.limit, leaseSecs: opts.leaseMs / 1000, types, maxPriority: opts.maxPriority ?? MAX_PRIORITY }
 }
 
 interface ClaimValues extends Record<string, unknown> {

@@ -129,12 +129,6 @@ async function markFinished(
   return new Map(done.map((r) => [Number(r.id), r.cancelled === true]))
 }
 
-/**
- * The result of a cancelled row that ran (or was interrupted): `{ error: 'cancelled', cancelledBy?, outcome }`.
- * `outcome` is what the run produced, so nothing that happened is hidden; `cancelledBy` is the label
- * cancelJob left in the running row's result (absent when cancelled_at was set by hand). Only for
- * statements that update worker_jobs AS j, where j.result is still the running row's.
- */
 function finishSql({ workerId, batch }: { workerId: string; batch: string }): SQL {
   return sql`
     UPDATE worker_jobs AS j
@@ -149,6 +143,12 @@ function finishSql({ workerId, batch }: { workerId: string; batch: string }): SQ
 /** Rendered once: a worker writes one finish per batch of jobs (see compileQuery). */
 const compiledFinish = compileQuery(finishSql)
 
+/**
+ * The result of a cancelled row that ran (or was interrupted): `{ error: 'cancelled', cancelledBy?, outcome }`.
+ * `outcome` is what the run produced, so nothing that happened is hidden; `cancelledBy` is the label
+ * cancelJob left in the running row's result (absent when cancelled_at was set by hand). Only for
+ * statements that update worker_jobs AS j, where j.result is still the running row's.
+ */
 export function cancelledResult(outcome: SQL): SQL {
   return sql`jsonb_build_object('error', 'cancelled', 'outcome', ${outcome})
     || CASE WHEN j.result->'cancelledBy' IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('cancelledBy', j.result->'cancelledBy') END`

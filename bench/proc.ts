@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs'
+import { appendFileSync, readFileSync } from 'node:fs'
 import type { Subprocess } from 'bun'
 import { sleep } from './db'
 
@@ -85,15 +85,15 @@ export function spawnProcess(
   spawned.proc = proc
   const stderrTail: string[] = []
   // BENCH_STDERR_FILE keeps the whole stderr (a diagnostic: e.g. the children's GC log, BUN_JSC_logGC=1).
-  const keep = process.env.BENCH_STDERR_FILE ? Bun.file(process.env.BENCH_STDERR_FILE).writer() : null
+  // Appended, so the processes of one run (several may live at once) never overwrite each other.
+  const keepPath = process.env.BENCH_STDERR_FILE
   void (async () => {
     const dec = new TextDecoder()
     for await (const c of proc.stderr as unknown as AsyncIterable<Uint8Array>) {
-      keep?.write(c)
+      if (keepPath) appendFileSync(keepPath, c)
       stderrTail.push(dec.decode(c, { stream: true }))
       if (stderrTail.length > 100) stderrTail.shift()
     }
-    await keep?.end()
   })()
   const failed = new Promise<never>((_, reject) => {
     const timer = setTimeout(() => reject(new Error(`${argv.join(' ')} not ready in ${timeoutMs} ms: ${stderrTail.join('')}`)), timeoutMs)

@@ -3,7 +3,8 @@
  * graphile-worker's best configuration alternately, N rounds each (default 3), so both are measured in
  * one sitting under the same machine state (this machine's commit time drifts by 2x over minutes).
  * `BENCH_OURS_ENVS='[{}, {"WORKER_HEAP_HINT_MB":"120"}]'` runs ours once per environment in each round,
- * to compare settings side by side; `BENCH_NO_PEER=1` skips graphile-worker.
+ * to compare settings side by side; `BENCH_NO_PEER=1` skips graphile-worker. `--samples N` takes N samples
+ * per system and round instead of the configuration's (a p99 of 1,000 is its 10th-worst sample: noisy).
  */
 import { loadBenchConfig } from './config'
 import type { LatencyResult } from './latency'
@@ -14,6 +15,8 @@ const argv = process.argv.slice(2)
 const cfg = loadBenchConfig(argv)
 const roundsAt = argv.indexOf('--rounds')
 const rounds = roundsAt >= 0 ? Number(argv[roundsAt + 1]) : 3
+const samplesAt = argv.indexOf('--samples')
+if (samplesAt >= 0) cfg.latencySamples = Number(argv[samplesAt + 1])
 const envs = JSON.parse(process.env.BENCH_OURS_ENVS ?? '[{}]') as Record<string, string>[]
 const oursUrl = await prepareOursDb()
 const gUrl = process.env.BENCH_NO_PEER ? null : await prepareGraphileDb()

@@ -21,14 +21,31 @@ import type { SubmitJobInput } from './queue/submit'
 const CHILD_ENTRY = new URL('./child.ts', import.meta.url).pathname
 
 /**
+ * How often Bun's own idle-collection timer may fire in a child. By default it fires every second
+ * whenever the heap changed since the last tick, which in a child that runs jobs is always: JSC's GC log
+ * (`BUN_JSC_logGC=1`) showed every child collecting about once a second, each pause 1-5 ms on this
+ * 2-core machine: at one pickup every 6-7 ms (the latency benchmark) that is one pickup in 150, often
+ * enough to set the pickup p99.
+ * Collections triggered by allocation (the heap's budget, see WORKER_HEAP_HINT_MB) and JSC's own
+ * activity timers still run, so memory stays bounded as before; this timer only adds idle collections.
+ */
+export const CHILD_GC_TIMER_MS = 30_000
+
+/**
+ * The environment of a worker child: the server's, plus two collector settings.
+ *
  * JavaScriptCore sizes its garbage-collected heap from the machine's RAM, so on a large server a busy
  * child lets garbage pile up past 100 MB before collecting. forceRAMSize makes it size the heap as if
  * the machine had WORKER_HEAP_HINT_MB: measured here (100,000 no-op jobs), a busy child's RSS went from
  * about 105 MB to about 75 MB at 80, for some 5-10% of throughput; lower hints cost more CPU in GC.
+ *
+ * BUN_GC_TIMER_INTERVAL is CHILD_GC_TIMER_MS unless the operator set it, or BUN_GC_TIMER_DISABLE: theirs wins.
  */
-function childEnv(heapHintMb: number): Record<string, string | undefined> {
-  if (heapHintMb === 0) return process.env
-  return { ...process.env, BUN_JSC_forceRAMSize: String(heapHintMb * 1_000_000) }
+export function childEnv(heapHintMb: number, env: Record<string, string | undefined> = process.env): Record<string, string | undefined> {
+  const out = { ...env }
+  if (heapHintMb > 0) out.BUN_JSC_forceRAMSize = String(heapHintMb * 1_000_000)
+  if (env.BUN_GC_TIMER_INTERVAL === undefined && env.BUN_GC_TIMER_DISABLE === undefined) out.BUN_GC_TIMER_INTERVAL = String(CHILD_GC_TIMER_MS)
+  return out
 }
 
 /** What /health shows for each child process. */

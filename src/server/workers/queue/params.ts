@@ -16,5 +16,10 @@ export function jsonTextArray(json: unknown): SQL {
 
 /** A bigint[] value bound as one parameter, for `id = ANY(…)`. */
 export function bigintArray(values: readonly number[]): SQL {
-  return sql`ARRAY(SELECT jsonb_array_elements_text(${JSON.stringify(values)}::jsonb)::bigint)`
+  return jsonBigintArray(JSON.stringify(values))
+}
+
+/** bigintArray from the array's JSON text (a value or a placeholder of a compiled statement). */
+export function jsonBigintArray(json: unknown): SQL {
+  return sql`ARRAY(SELECT jsonb_array_elements_text(${json}::jsonb)::bigint)`
 }

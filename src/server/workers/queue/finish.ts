@@ -135,8 +135,8 @@ async function markFinished(
  * The rows are found by `id = ANY(ARRAY(…ids…))`, a primary-key lookup whatever the statistics say, as in
  * the claim. Joined only to the recordset (which the planner always guesses at 100 rows), the held-by
  * filter looked selective enough that on a table of a few thousand rows the planner hashed the batch
- * and read the whole table for every finish (a sequential scan per job in the latency benchmark,
- * 0.5 ms each at 1,200 rows, growing with the finished rows kept until the next ANALYZE).
+ * and read the whole table for every finish (a sequential scan per job in the latency benchmark, 0.5 ms
+ * each at 1,200 rows; tests/workers/finishPlan.test.ts saw it at 5,000 rows too, not at 50,000).
  */
 function finishSql({ workerId, batch, ids }: { workerId: string; batch: string; ids: string }): SQL {
   return sql`

@@ -16,7 +16,11 @@ const cfg = loadBenchConfig(argv)
 const roundsAt = argv.indexOf('--rounds')
 const rounds = roundsAt >= 0 ? Number(argv[roundsAt + 1]) : 3
 const samplesAt = argv.indexOf('--samples')
-if (samplesAt >= 0) cfg.latencySamples = Number(argv[samplesAt + 1])
+if (samplesAt >= 0) {
+  const n = Number(argv[samplesAt + 1])
+  if (!Number.isInteger(n) || n < 1 || n > 100_000) throw new Error('--samples must be an integer from 1 to 100000')
+  cfg.latencySamples = n
+}
 const envs = JSON.parse(process.env.BENCH_OURS_ENVS ?? '[{}]') as Record<string, string>[]
 const oursUrl = await prepareOursDb()
 // As in `npm run bench` (where this scenario follows the throughput runs) and in a server that has been

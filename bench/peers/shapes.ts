@@ -25,6 +25,18 @@ export interface PeerShapes {
 }
 
 export async function graphileShapes(cfg: BenchConfig, url: string, jobs: number): Promise<PeerShapes> {
+  return withGraphileShapes(url, async (target) => ({
+    ioBound: await ioBound(cfg, target, jobs),
+    priority: await probeLateness(target, jobs, 'graphile-worker: priority -1 probes under the backlog'),
+  }))
+}
+
+/** The I/O-bound shape alone (bench/ioOnly.ts). */
+export function graphileIoBound(cfg: BenchConfig, url: string, jobs: number): Promise<PeerShapes['ioBound']> {
+  return withGraphileShapes(url, (target) => ioBound(cfg, target, jobs))
+}
+
+async function withGraphileShapes<T>(url: string, measure: (target: ShapeTarget) => Promise<T>): Promise<T> {
   const sql = connect(url, 2)
   const worker = await startGraphile(url, GRAPHILE_SHAPES)
   const utils = await makeWorkerUtils({ connectionString: url, logger: quietLogger() })
@@ -45,7 +57,7 @@ export async function graphileShapes(cfg: BenchConfig, url: string, jobs: number
     submitProbe: (data: ProbeData) => utils.addJob('latencyProbe', data, { priority: -1 }).then(() => {}),
   }
   try {
-    return { ioBound: await ioBound(cfg, target, jobs), priority: await probeLateness(target, jobs, 'graphile-worker: priority -1 probes under the backlog') }
+    return await measure(target)
   } finally {
     await utils.release()
     await worker.stop()

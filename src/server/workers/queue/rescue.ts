@@ -2,6 +2,7 @@ import { type SQL, sql } from 'drizzle-orm'
 import { type Database, runQuery } from '../../db/client'
 import type { JobRegistry } from '../jobs/types'
 import { cancelledResult, insertSuccessors, releaseJobs } from './finish'
+import { announceFreedSlots } from './limits'
 import { bigintArray, textArray } from './params'
 import { RUNNING } from './states'
 import { storableJson } from './storable'
@@ -74,6 +75,10 @@ export async function rescueJobs(db: Database, registry: JobRegistry, target: Re
     if (done === 'cancelled') cancelled.push(id)
     else if (done) failed.push(id)
   }
+  // A released row NOTIFYs as it goes back to pending; a finished one (failed, or cancelled, by either
+  // path) does not. It may have held a concurrency-limited slot, so every worker is woken, or the jobs its
+  // limit held back would wait for the poll. Rare (a rescue), so not worth telling the types apart.
+  if (failed.length > 0 || cancelled.length > 0) await announceFreedSlots(db)
   const typeOf = new Map(found.map((r) => [Number(r.id), String(r.type)]))
   return { released: [...released.ids].filter((id) => !released.cancelled.has(id)), failed, cancelled, typeOf }
 }

@@ -1,4 +1,4 @@
-import { sql } from 'drizzle-orm'
+import { type SQL, sql } from 'drizzle-orm'
 import { type Database, type Executor, runQuery } from '../../db/client'
 import type { WorkerJob } from '../../db/schema'
 import type { Job, JobRegistry, RateLimit } from '../jobs/types'
@@ -96,72 +96,83 @@ export async function claimLimited(
   opts: ClaimOptions & { type: string; limits: TypeLimit },
 ): Promise<{ jobs: WorkerJob[]; retryAt: Date | null }> {
   const { rate, keyRate } = opts.limits
-  const perKey = opts.limits.perKey ?? UNLIMITED
-  const typeCap = opts.limits.concurrency ?? UNLIMITED
   const logged = rate !== null || keyRate !== null
-  const windowOf = (r: RateLimit | null) => sql`make_interval(secs => ${(r?.perMs ?? 0) / 1000})`
   const rows = await db.transaction(async (tx) => {
     await tx.execute(sql`SELECT pg_advisory_xact_lock(hashtextextended(${`worker_jobs.limit:${opts.type}`}, 0))`)
     if (logged) {
       const longest = Math.max(rate?.perMs ?? 0, keyRate?.perMs ?? 0)
       await tx.execute(sql`DELETE FROM worker_rate_starts WHERE type = ${opts.type} AND at <= clock_timestamp() - make_interval(secs => ${longest / 1000})`)
     }
-    // Each rate is a count of the starts inside its window; a type without that rate counts nothing.
-    const typeStarts = rate
-      ? sql`(SELECT count(*)::int FROM worker_rate_starts, clock WHERE type = ${opts.type} AND at > clock.t - ${windowOf(rate)})`
-      : sql`0`
-    const keyStarts = keyRate
-      ? sql`(SELECT count(*)::int FROM worker_rate_starts, clock WHERE type = ${opts.type} AND key = keys.k AND at > clock.t - ${windowOf(keyRate)})`
-      : sql`0`
-    // When the oldest start in a window leaves it. The starts this claim logs are not visible to the
-    // statement that writes them, so they count through `claimed` (they are all at clock.t).
-    const nextFree = (r: RateLimit | null) =>
-      r
-        ? sql`(least(
-            (SELECT min(at) FROM worker_rate_starts, clock WHERE type = ${opts.type} AND at > clock.t - ${windowOf(r)}),
-            (SELECT clock.t FROM clock WHERE EXISTS (SELECT 1 FROM claimed))) + ${windowOf(r)})`
-        : sql`NULL::timestamptz`
-    return runQuery(
-      tx,
-      sql`
-      WITH RECURSIVE clock AS MATERIALIZED (SELECT clock_timestamp() AS t),
-      keys AS (
-        (SELECT concurrency_key AS k FROM worker_jobs
-         WHERE ${LIMITED_PENDING} AND type = ${opts.type} ORDER BY concurrency_key LIMIT 1)
-        UNION ALL
-        SELECT (SELECT w.concurrency_key FROM worker_jobs AS w
-                WHERE ${LIMITED_PENDING} AND w.type = ${opts.type} AND w.concurrency_key > keys.k ORDER BY w.concurrency_key LIMIT 1)
-        FROM keys WHERE keys.k IS NOT NULL
-      ), running AS (
-        SELECT concurrency_key AS k, count(*)::int AS n FROM worker_jobs WHERE ${RUNNING} AND type = ${opts.type} GROUP BY concurrency_key
-      ), heads AS (
-        SELECT x.id, x.priority, x.due FROM keys
-        LEFT JOIN running AS r ON r.k = keys.k
-        CROSS JOIN LATERAL (
-          SELECT id, priority, due FROM worker_jobs
-          WHERE ${LIMITED_PENDING} AND type = ${opts.type} AND concurrency_key = keys.k AND due <= now()
-          ORDER BY priority, due, id
-          LIMIT greatest(0, least(${perKey}::int - coalesce(r.n, 0), ${keyRate?.max ?? UNLIMITED}::int - ${keyStarts}))
-        ) AS x
-        WHERE keys.k IS NOT NULL
-      ), picked AS MATERIALIZED (
-        SELECT id FROM heads
-        ORDER BY priority, due, id
-        LIMIT greatest(0, least(
-          ${opts.limit}::int,
-          ${typeCap}::int - (SELECT coalesce(sum(n), 0)::int FROM running),
-          ${rate?.max ?? UNLIMITED}::int - ${typeStarts}))
-      ), ${claimedJobsSelect(opts, sql`picked`, {
-        at: sql`(SELECT t FROM clock)`,
-        ctes: logged
-          ? sql`starts AS (INSERT INTO worker_rate_starts (type, key, at) SELECT type, concurrency_key, started FROM claimed)`
-          : undefined,
-        columns: logged ? sql`extract(epoch FROM least(${nextFree(rate)}, ${nextFree(keyRate)})) * 1000 AS retry_at_ms` : undefined,
-      })}`,
-    )
+    return runQuery(tx, limitedClaimStatement(opts))
   })
   const retryMs = rows[0]?.retry_at_ms
   return { jobs: decodeClaimed(rows, opts), retryAt: retryMs === null || retryMs === undefined ? null : new Date(Number(retryMs)) }
+}
+
+/**
+ * The statement of claimLimited, to run under the type's advisory lock (exported for the tests that read
+ * its plan).
+ */
+export function limitedClaimStatement(opts: ClaimOptions & { type: string; limits: TypeLimit }): SQL {
+  const { rate, keyRate } = opts.limits
+  const perKey = opts.limits.perKey ?? UNLIMITED
+  const typeCap = opts.limits.concurrency ?? UNLIMITED
+  const logged = rate !== null || keyRate !== null
+  const windowOf = (r: RateLimit | null) => sql`make_interval(secs => ${(r?.perMs ?? 0) / 1000})`
+  // Each rate is a count of the starts inside its window; a type without that rate counts nothing.
+  const typeStarts = rate
+    ? sql`(SELECT count(*)::int FROM worker_rate_starts, clock WHERE type = ${opts.type} AND at > clock.t - ${windowOf(rate)})`
+    : sql`0`
+  const keyStarts = keyRate
+    ? sql`(SELECT count(*)::int FROM worker_rate_starts, clock WHERE type = ${opts.type} AND key = keys.k AND at > clock.t - ${windowOf(keyRate)})`
+    : sql`0`
+  // When the oldest start in a window leaves it. The starts this claim logs are not visible to the
+  // statement that writes them, so they count through `claimed` (they are all at clock.t).
+  const nextFree = (r: RateLimit | null) =>
+    r
+      ? sql`(least(
+          (SELECT min(at) FROM worker_rate_starts, clock WHERE type = ${opts.type} AND at > clock.t - ${windowOf(r)}),
+          (SELECT clock.t FROM clock WHERE EXISTS (SELECT 1 FROM claimed))) + ${windowOf(r)})`
+      : sql`NULL::timestamptz`
+  // What the type as a whole may still start in this claim. Each key's LATERAL is capped by it too: a
+  // key can never give more rows than the claim keeps, and without the cap a type-wide limit (every row
+  // under the one key '') read and sorted its whole due backlog on every claim, under the type's lock.
+  const typeFree = sql`least(
+        ${opts.limit}::int,
+        ${typeCap}::int - (SELECT coalesce(sum(n), 0)::int FROM running),
+        ${rate?.max ?? UNLIMITED}::int - ${typeStarts})`
+  return sql`
+    WITH RECURSIVE clock AS MATERIALIZED (SELECT clock_timestamp() AS t),
+    keys AS (
+      (SELECT concurrency_key AS k FROM worker_jobs
+       WHERE ${LIMITED_PENDING} AND type = ${opts.type} ORDER BY concurrency_key LIMIT 1)
+      UNION ALL
+      SELECT (SELECT w.concurrency_key FROM worker_jobs AS w
+              WHERE ${LIMITED_PENDING} AND w.type = ${opts.type} AND w.concurrency_key > keys.k ORDER BY w.concurrency_key LIMIT 1)
+      FROM keys WHERE keys.k IS NOT NULL
+    ), running AS (
+      SELECT concurrency_key AS k, count(*)::int AS n FROM worker_jobs WHERE ${RUNNING} AND type = ${opts.type} GROUP BY concurrency_key
+    ), heads AS (
+      SELECT x.id, x.priority, x.due FROM keys
+      LEFT JOIN running AS r ON r.k = keys.k
+      CROSS JOIN LATERAL (
+        SELECT id, priority, due FROM worker_jobs
+        WHERE ${LIMITED_PENDING} AND type = ${opts.type} AND concurrency_key = keys.k AND due <= now()
+        ORDER BY priority, due, id
+        LIMIT greatest(0, least(${perKey}::int - coalesce(r.n, 0), ${keyRate?.max ?? UNLIMITED}::int - ${keyStarts}, ${typeFree}))
+      ) AS x
+      WHERE keys.k IS NOT NULL
+    ), picked AS MATERIALIZED (
+      SELECT id FROM heads
+      ORDER BY priority, due, id
+      LIMIT greatest(0, ${typeFree})
+    ), ${claimedJobsSelect(opts, sql`picked`, {
+      at: sql`(SELECT t FROM clock)`,
+      ctes: logged
+        ? sql`starts AS (INSERT INTO worker_rate_starts (type, key, at) SELECT type, concurrency_key, started FROM claimed)`
+        : undefined,
+      columns: logged ? sql`extract(epoch FROM least(${nextFree(rate)}, ${nextFree(keyRate)})) * 1000 AS retry_at_ms` : undefined,
+    })}`
 }
 
 /** The pending rows of limited types, exactly worker_jobs_limited_idx's predicate. */

@@ -72,6 +72,9 @@ export const workerJobs = pgTable(
     index('worker_jobs_limited_idx')
       .on(t.type, t.concurrencyKey, t.priority, t.due, t.id)
       .where(sql.raw(LIMITED_PENDING_TEXT)),
+    // The most urgent due row of each limited type, whatever its key (queue/heads.ts): the worker loop
+    // compares it with the common claim's head to decide which claim gets the free slots first.
+    index('worker_jobs_limited_head_idx').on(t.type, t.priority, t.due, t.id).where(sql.raw(LIMITED_PENDING_TEXT)),
     // At most one pending job per tag and user: a user's tags are that user's own (built-in schedules use
     // user 0 and the reserved `system:` prefix, which submitJob refuses).
     uniqueIndex('worker_jobs_pending_tag_uidx')

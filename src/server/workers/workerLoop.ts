@@ -5,6 +5,7 @@ import { FinishBatcher } from './finishBatcher'
 import { pickupLatencyMs } from './jobMetrics'
 import { claimJobs, extendLeases, nextLook, releaseUnknownClaims } from './queue/claim'
 import { isTransientDbError } from './queue/transient'
+import { type Head, type Source, dueHeads } from './queue/heads'
 import { claimLimited, limitOf, nextLimitedDue, type TypeLimit } from './queue/limits'
 import { CANCEL_CHANNEL, JOBS_CHANNEL } from './queue/notify'
 import type { QueueDb } from './queueDb'
@@ -102,6 +103,8 @@ export class WorkerLoop {
   /** The types this worker claims with the common claim, and those with a concurrency limit (limits.ts). */
   private readonly types: string[]
   private readonly limited: { type: string; limits: TypeLimit }[]
+  private readonly limitedNames: string[]
+  private readonly limitOfType: Map<string, TypeLimit>
   /**
    * Set when the last limited claims found nothing more to take: then they are skipped (each is a
    * transaction) until something can have changed, which always comes with a NOTIFY (an insert, a freed
@@ -125,7 +128,9 @@ export class WorkerLoop {
       const limits = limitOf(def)
       return limits ? [{ type: def.type, limits }] : []
     })
-    const limitedSet = new Set(this.limited.map((l) => l.type))
+    this.limitedNames = this.limited.map((l) => l.type)
+    this.limitOfType = new Map(this.limited.map((l) => [l.type, l.limits]))
+    const limitedSet = new Set(this.limitedNames)
     this.types = Object.keys(serverApp.registry).filter((t) => !limitedSet.has(t))
     // A finished job frees a slot only under a concurrency cap; a rate's window moves on by the clock alone.
     const capped = new Set(this.limited.filter((l) => l.limits.concurrency !== null || l.limits.perKey !== null).map((l) => l.type))
@@ -337,24 +342,7 @@ export class WorkerLoop {
           if (n > 0) this.log.warn({ count: n }, 'returned to pending the rows of a claim whose reply was lost')
         }
         const sentAt = this.now()
-        const claim = { workerId: this.opts.workerId, leaseMs: this.opts.leaseMs }
-        claimed = this.types.length === 0 ? [] : await q.run((db) => claimJobs(db, { ...claim, limit: free, types: this.types }))
-        // Then the limited types, one claim each (it takes that type's lock), with the slots left.
-        let limitedShort = true
-        for (const { type, limits } of this.limited) {
-          if (this.limitedIdle || claimed.length >= free) {
-            limitedShort = this.limitedIdle
-            break
-          }
-          const left = free - claimed.length
-          const got = await q.run((db) => claimLimited(db, { ...claim, limit: left, types: [type], type, limits }))
-          if (got.jobs.length === left) limitedShort = false
-          // A rate held jobs back: no NOTIFY comes when its window moves on, so a timer looks again then.
-          // (Never sooner than a few ms: another server's clock may be behind the database's.)
-          else if (got.retryAt) this.wakeAt(Math.max(got.retryAt.getTime(), Date.now() + RATE_RETRY_FLOOR_MS))
-          claimed = claimed.concat(got.jobs)
-        }
-        this.limitedIdle = this.limited.length > 0 && limitedShort
+        claimed = await this.claimRound(free)
         this.claimFailingSince = null
         // Jobs claimed while a drain began still run: they are ours, and the drain waits for them.
         for (const job of claimed) this.startJob(job, sentAt)
@@ -386,6 +374,68 @@ export class WorkerLoop {
       await this.waitForWake()
     }
     if (this.abortedWith !== null) await this.releaseNeverRun()
+  }
+
+  /**
+   * One claim round for `free` slots. Without limited types, or while none of them can have work
+   * (limitedIdle), it is the common claim alone: one statement.
+   *
+   * Otherwise the slots go to the most urgent work first, whichever claim holds it. Taken in a fixed order
+   * (the common claim first), a steady backlog of ordinary jobs kept every slot busy and a limited type's
+   * job, however urgent, never started. So one statement first reads each source's head (its most urgent
+   * due row: dueHeads), and the sources claim in the order of their heads (priority, then due time), each
+   * with the slots still free. A source followed by a less urgent one takes only rows up to that one's
+   * priority, so its own backlog cannot jump ahead of the other's head; if slots are left after every
+   * source has claimed once, the bounded sources claim again without the bound.
+   */
+  private async claimRound(free: number): Promise<WorkerJob[]> {
+    const q = this.opts.queueDb
+    const claim = { workerId: this.opts.workerId, leaseMs: this.opts.leaseMs }
+    if (this.limited.length === 0 || this.limitedIdle) {
+      return this.types.length === 0 ? [] : q.run((db) => claimJobs(db, { ...claim, limit: free, types: this.types }))
+    }
+    const heads = await q.run((db) => dueHeads(db, this.types, this.limitedNames))
+    const order: { source: Source; head: Head }[] = []
+    if (heads.common && this.types.length > 0) order.push({ source: { kind: 'common' }, head: heads.common })
+    for (const [type, head] of heads.limited) order.push({ source: { kind: 'limited', type }, head })
+    order.sort((a, b) => a.head.priority - b.head.priority || a.head.dueMs - b.head.dueMs)
+
+    let claimed: WorkerJob[] = []
+    // Whether a limited type may have more to give than it gave: then the next wake must ask it again.
+    let limitedMayHaveMore = false
+    const take = async (source: Source, maxPriority: number | undefined): Promise<number> => {
+      const left = free - claimed.length
+      const bound = maxPriority === undefined ? {} : { maxPriority }
+      if (source.kind === 'common') {
+        const got = await q.run((db) => claimJobs(db, { ...claim, ...bound, limit: left, types: this.types }))
+        claimed = claimed.concat(got)
+        return got.length
+      }
+      const limits = this.limitOfType.get(source.type)!
+      const got = await q.run((db) => claimLimited(db, { ...claim, ...bound, limit: left, types: [source.type], type: source.type, limits }))
+      if (got.jobs.length === left) limitedMayHaveMore = true
+      // A rate held jobs back: no NOTIFY comes when its window moves on, so a timer looks again then.
+      // (Never sooner than a few ms: another server's clock may be behind the database's.)
+      else if (got.retryAt) this.wakeAt(Math.max(got.retryAt.getTime(), Date.now() + RATE_RETRY_FLOOR_MS))
+      claimed = claimed.concat(got.jobs)
+      return got.jobs.length
+    }
+    const bounded: Source[] = []
+    for (const [i, { source }] of order.entries()) {
+      if (claimed.length >= free) {
+        if (source.kind === 'limited') limitedMayHaveMore = true
+        continue
+      }
+      const next = order[i + 1]
+      await take(source, next?.head.priority)
+      if (next) bounded.push(source)
+    }
+    for (const source of bounded) {
+      if (claimed.length >= free) break
+      await take(source, undefined)
+    }
+    this.limitedIdle = !limitedMayHaveMore
+    return claimed
   }
 
   /**

@@ -60,8 +60,8 @@ export async function claimJobs(db: Executor, opts: ClaimOptions): Promise<Worke
   return decodeClaimed(rows, opts)
 }
 
-/** The largest smallint: "every priority" for the ordinary claim, so both claims share one statement. */
-const MAX_PRIORITY = 32767
+/** The largest smallint: "every priority" for a claim that is not bounded (claimUrgent and claimRound bound theirs). */
+export const MAX_PRIORITY = 32767
 
 /**
  * The claim's text is built once (claimSql with placeholders) and each call only binds values: building it

@@ -2,7 +2,7 @@ import { type SQL, sql } from 'drizzle-orm'
 import { type Database, type Executor, runQuery } from '../../db/client'
 import type { WorkerJob } from '../../db/schema'
 import type { Job, JobRegistry, RateLimit } from '../jobs/types'
-import { type ClaimOptions, claimedJobsSelect, decodeClaimed } from './claim'
+import { type ClaimOptions, claimedJobsSelect, decodeClaimed, MAX_PRIORITY } from './claim'
 import { JOBS_CHANNEL } from './notify'
 import { bigintArray, textArray } from './params'
 import { LIMITED_PENDING_TEXT, PENDING, RUNNING } from './states'
@@ -158,6 +158,7 @@ export function limitedClaimStatement(opts: ClaimOptions & { type: string; limit
       CROSS JOIN LATERAL (
         SELECT id, priority, due FROM worker_jobs
         WHERE ${LIMITED_PENDING} AND type = ${opts.type} AND concurrency_key = keys.k AND due <= now()
+          AND priority <= ${opts.maxPriority ?? MAX_PRIORITY}::int
         ORDER BY priority, due, id
         LIMIT greatest(0, least(${perKey}::int - coalesce(r.n, 0), ${keyRate?.max ?? UNLIMITED}::int - ${keyStarts}, ${typeFree}))
       ) AS x

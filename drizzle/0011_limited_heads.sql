@@ -1,0 +1,1 @@
+CREATE INDEX "worker_jobs_limited_head_idx" ON "worker_jobs" USING btree ("type","priority","due","id") WHERE started IS NULL AND finished IS NULL AND concurrency_key IS NOT NULL;

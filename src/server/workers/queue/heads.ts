@@ -1,0 +1,75 @@
+import { sql } from 'drizzle-orm'
+import { type Executor, runQuery } from '../../db/client'
+import { textArray } from './params'
+import { CLAIMABLE_TEXT, LIMITED_PENDING_TEXT } from './states'
+
+/** The most urgent due row of a claim's rows: the first row that claim would take. */
+export interface Head {
+  priority: number
+  dueMs: number
+}
+
+/** Where the next slots may go: the common claim, or the claim of one limited type. */
+export type Source = { kind: 'common' } | { kind: 'limited'; type: string }
+
+/**
+ * The head of the common claim's rows (types without a limit) and of each limited type's rows, in one
+ * statement, for the worker loop to give its free slots to the most urgent first (workerLoop.ts,
+ * claimRound). A limited type's head ignores its limit: it may be held back, and then its claim takes
+ * nothing and the slots go on to the next source.
+ *
+ * Each head is a loose index scan, as the claim's own (claim.ts): one descent per distinct priority of the
+ * pending rows (worker_jobs_claim_idx, or worker_jobs_limited_head_idx for a limited type), then one to the
+ * first due row of that priority. Future-dated rows are never walked, so the cost is the number of
+ * priorities in use, not the backlog.
+ */
+export async function dueHeads(
+  db: Executor,
+  commonTypes: readonly string[],
+  limitedTypes: readonly string[],
+): Promise<{ common: Head | null; limited: Map<string, Head> }> {
+  const claimable = sql.raw(CLAIMABLE_TEXT)
+  const limitedPending = sql.raw(LIMITED_PENDING_TEXT)
+  const rows = await runQuery(
+    db,
+    sql`
+    WITH RECURSIVE cp AS (
+      (SELECT priority FROM worker_jobs WHERE ${claimable} ORDER BY priority LIMIT 1)
+      UNION ALL
+      SELECT (SELECT w.priority FROM worker_jobs AS w WHERE ${claimable} AND w.priority > cp.priority ORDER BY w.priority LIMIT 1)
+      FROM cp WHERE cp.priority IS NOT NULL
+    ), lp AS (
+      SELECT t.type, (SELECT priority FROM worker_jobs WHERE ${limitedPending} AND type = t.type ORDER BY priority LIMIT 1) AS priority
+      FROM unnest(${textArray(limitedTypes)}) AS t(type)
+      UNION ALL
+      SELECT lp.type, (SELECT w.priority FROM worker_jobs AS w
+                       WHERE ${limitedPending} AND w.type = lp.type AND w.priority > lp.priority ORDER BY w.priority LIMIT 1)
+      FROM lp WHERE lp.priority IS NOT NULL
+    )
+    (SELECT NULL::text AS type, cp.priority, extract(epoch FROM x.due)::float8 * 1000 AS due_ms
+     FROM cp CROSS JOIN LATERAL (
+       SELECT due FROM worker_jobs
+       WHERE ${claimable} AND priority = cp.priority AND due <= now() AND type = ANY(${textArray(commonTypes)})
+       ORDER BY due, id LIMIT 1
+     ) AS x
+     WHERE cp.priority IS NOT NULL
+     ORDER BY cp.priority LIMIT 1)
+    UNION ALL
+    (SELECT DISTINCT ON (lp.type) lp.type, lp.priority, extract(epoch FROM x.due)::float8 * 1000
+     FROM lp CROSS JOIN LATERAL (
+       SELECT due FROM worker_jobs
+       WHERE ${limitedPending} AND type = lp.type AND priority = lp.priority AND due <= now()
+       ORDER BY due, id LIMIT 1
+     ) AS x
+     WHERE lp.priority IS NOT NULL
+     ORDER BY lp.type, lp.priority)`,
+  )
+  let common: Head | null = null
+  const limited = new Map<string, Head>()
+  for (const r of rows) {
+    const head = { priority: Number(r.priority), dueMs: Number(r.due_ms) }
+    if (r.type === null) common = head
+    else limited.set(String(r.type), head)
+  }
+  return { common, limited }
+}

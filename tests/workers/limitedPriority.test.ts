@@ -1,0 +1,108 @@
+import { afterAll, beforeAll, beforeEach, expect, test } from 'bun:test'
+import type postgres from 'postgres'
+import type { ServerApp } from '../../src/server/serverApp'
+import { submitJob } from '../../src/server/workers/queue/submit'
+import { createTestDatabase, type TestDatabase } from '../helpers/db'
+import { CREATE_RUNS_TABLE, sqlClient } from '../helpers/engine'
+import { appWith, limitedType, loopOf } from '../helpers/loops'
+import { waitFor } from '../helpers/wait'
+
+/**
+ * Priorities hold between the common claim and the limited ones: an urgent job of a limited type is not
+ * delayed beyond one claim by a backlog of less urgent jobs, whichever claim those belong to. The loop
+ * used to claim common types first and give limited types only the slots left, so a steady backlog of
+ * ordinary jobs kept every slot busy and the limited job never started.
+ */
+let db: TestDatabase
+let sql: postgres.Sql
+let app: ServerApp
+const SLOTS = 2
+
+beforeAll(async () => {
+  db = await createTestDatabase('limited_priority')
+  sql = sqlClient(db.url)
+  await sql.unsafe(CREATE_RUNS_TABLE)
+  app = await appWith(db.url, [limitedType('bulk', { concurrency: 100 }), limitedType('capped', { concurrency: 5 })])
+})
+afterAll(async () => {
+  await app.dbHandle.close()
+  await sql.end()
+  await db.drop()
+})
+beforeEach(async () => {
+  await sql`TRUNCATE worker_jobs`
+})
+
+const startedOf = async (id: number): Promise<Date | null> => (await sql`SELECT started FROM worker_jobs WHERE id = ${id}`)[0]!.started
+
+/** Runs a loop over a backlog that outlasts the test; `then` submits the urgent job and waits for it. */
+async function withBacklog<T>(backlog: { type: string; data: unknown; priority: number }[], then: () => Promise<T>): Promise<T> {
+  await app.workerManager.submitJobs(backlog)
+  const w = loopOf(app, db.url, { concurrency: SLOTS })
+  await w.loop.start()
+  try {
+    await waitFor(async () => (await sql`SELECT count(*)::int AS n FROM worker_jobs WHERE finished IS NOT NULL`)[0]!.n >= 10, { what: 'the backlog to run' })
+    return await then()
+  } finally {
+    // The rest of the backlog is not run: the loop drains only what it holds.
+    await sql`UPDATE worker_jobs SET finished = now(), success = false WHERE started IS NULL AND finished IS NULL`
+    await w.stop()
+  }
+}
+
+/** How many backlog jobs started after `after` and before `before` (both from the database's clock). */
+const startedBetween = async (type: string, after: Date, before: Date) =>
+  (await sql`SELECT count(*)::int AS n FROM worker_jobs WHERE type = ${type} AND started > ${after} AND started < ${before}`)[0]!.n as number
+
+test('an urgent job of a limited type starts within one claim behind a backlog of ordinary jobs', async () => {
+  const backlog = Array.from({ length: 3000 }, () => ({ type: 'sleep', data: { ms: 10 }, priority: 5 }))
+  await withBacklog(backlog, async () => {
+    const urgent = await submitJob(app.db, app.registry, { type: 'capped', data: {}, priority: -10 })
+    const started = await waitFor(() => startedOf(urgent.id), { timeoutMs: 10_000, what: 'the urgent limited job to start' })
+    // One claim's worth at most: the slots that were being claimed when it was submitted.
+    expect(await startedBetween('sleep', urgent.createdAt, started)).toBeLessThanOrEqual(SLOTS)
+  })
+}, 60_000)
+
+test('an urgent job of one limited type starts within one claim behind the backlog of another limited type', async () => {
+  const backlog = Array.from({ length: 3000 }, () => ({ type: 'bulk', data: { holdMs: 10 }, priority: 5 }))
+  await withBacklog(backlog, async () => {
+    const urgent = await submitJob(app.db, app.registry, { type: 'capped', data: {}, priority: -10 })
+    const started = await waitFor(() => startedOf(urgent.id), { timeoutMs: 10_000, what: 'the urgent capped job to start' })
+    expect(await startedBetween('bulk', urgent.createdAt, started)).toBeLessThanOrEqual(SLOTS)
+  })
+}, 60_000)
+
+test('an ordinary urgent job starts within one claim behind the backlog of a limited type', async () => {
+  const backlog = Array.from({ length: 3000 }, () => ({ type: 'bulk', data: { holdMs: 10 }, priority: 5 }))
+  await withBacklog(backlog, async () => {
+    const urgent = await submitJob(app.db, app.registry, { type: 'sleep', data: { ms: 0 }, priority: -10 })
+    const started = await waitFor(() => startedOf(urgent.id), { timeoutMs: 10_000, what: 'the urgent ordinary job to start' })
+    expect(await startedBetween('bulk', urgent.createdAt, started)).toBeLessThanOrEqual(SLOTS)
+  })
+}, 60_000)
+
+test("a source's own backlog does not jump ahead of another source's more urgent head", async () => {
+  // Ordinary jobs at 0 and 5, limited ones at 1: in priority order the limited ones come between.
+  const w = loopOf(app, db.url, { concurrency: SLOTS })
+  await app.workerManager.submitJobs([
+    ...Array.from({ length: 20 }, () => ({ type: 'sleep', data: { ms: 5 }, priority: 0 })),
+    ...Array.from({ length: 20 }, () => ({ type: 'sleep', data: { ms: 5 }, priority: 5 })),
+    ...Array.from({ length: 20 }, () => ({ type: 'bulk', data: { holdMs: 5 }, priority: 1 })),
+  ])
+  await w.loop.start()
+  try {
+    await waitFor(async () => (await sql`SELECT count(*)::int AS n FROM worker_jobs WHERE finished IS NULL`)[0]!.n === 0, {
+      timeoutMs: 30_000,
+      what: 'every job to finish',
+    })
+    const [order] = await sql`
+      SELECT max(started) FILTER (WHERE priority = 0) AS last0, min(started) FILTER (WHERE priority = 1) AS first1,
+             max(started) FILTER (WHERE priority = 1) AS last1, min(started) FILTER (WHERE priority = 5) AS first5
+      FROM worker_jobs`
+    expect(order!.last0 <= order!.first1).toBe(true)
+    expect(order!.last1 <= order!.first5).toBe(true)
+  } finally {
+    await w.stop()
+  }
+}, 60_000)

@@ -4,6 +4,7 @@ import type { RunningServer } from '../../src/server/boot'
 import { buildRegistry } from '../../src/server/workers/jobs/registry'
 import { defineJob } from '../../src/server/workers/jobs/types'
 import { cancelJob } from '../../src/server/workers/queue/cancel'
+import { UNKEYED } from '../../src/server/workers/queue/limits'
 import { JobInputError, validateJobInput } from '../../src/server/workers/queue/submit'
 import { jobs as testJobs } from '../fixtures/testJobs'
 import { createTestDatabase, type TestDatabase } from '../helpers/db'
@@ -81,11 +82,11 @@ describe('concurrency: 1', () => {
     expect(second!.started_at >= first!.ended_at).toBe(true)
   })
 
-  test('a row written by hand without a key is given the type-wide one and runs under the limit', async () => {
+  test('a row written by hand without a key is marked unkeyed and runs under the type-wide limit as it is', async () => {
     const inserted = await sql`INSERT INTO worker_jobs (type, data) SELECT 'serial', '{"holdMs": 30}' FROM generate_series(1, 6) RETURNING id, concurrency_key`
     const ids = inserted.map((r) => Number(r.id))
     const keys = await sql`SELECT DISTINCT concurrency_key FROM worker_jobs WHERE id = ANY(${ids})`
-    expect(keys.map((k) => k.concurrency_key)).toEqual([''])
+    expect(keys.map((k) => k.concurrency_key)).toEqual([UNKEYED])
     await allFinished(ids)
     const runs = await runsOf(ids)
     for (let i = 1; i < runs.length; i++) expect(runs[i]!.started_at >= runs[i - 1]!.ended_at).toBe(true)

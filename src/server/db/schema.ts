@@ -121,7 +121,7 @@ export const workerServers = pgTable('worker_servers', {
   pid: integer('pid').notNull(),
   jobTypes: text('job_types').array().notNull(),
   // The types it registers with a concurrency limit: the insert trigger gives a row of one of these
-  // written without concurrency_key (by psql, a script) the type-wide key '', so it is claimed under the limit.
+  // written without concurrency_key (by psql, a script) the key '<unkeyed>' (UNKEYED, queue/limits.ts).
   limitedTypes: text('limited_types').array().notNull().default(sql`'{}'::text[]`),
   // Its children as its /health shows them, refreshed with last_seen_at: workerStatus reads every server's.
   workers: jsonb('workers').notNull().default([]),

@@ -12,7 +12,8 @@ import { type RescueTarget, rescueJobs } from './queue/rescue'
 import { type BuiltInCron, chainJob, retireBuiltInSchedule, seedCronJob } from './queue/seed'
 import { STATUS_WHERE } from './queue/states'
 import { submitBuiltInJob } from './queue/submit'
-import { adoptLimitKeys, limitedTypes } from './queue/limits'
+import { reconcileLimitKeys } from './queue/limitKeys'
+import { limitedTypes } from './queue/limits'
 import { announceServer, retireServer } from './queue/servers'
 import { failUnrunnableJobs } from './queue/unrunnable'
 import type { WorkerHealth } from './workerLoop'
@@ -153,8 +154,8 @@ export class WorkerManager implements JobSubmitter {
     await this.rescue({ leaseExpired: true }, 'lease expired: its worker stopped responding')
     // After announce (the insert trigger now knows this server's limited types): rows written meanwhile
     // without their key, or of a type whose limit was removed, move to the claim their type needs now.
-    const moved = await adoptLimitKeys(this.serverApp.db, this.serverApp.registry)
-    if (moved > 0) this.log.info({ moved }, 'concurrency keys set or cleared on pending rows to match the registry')
+    // Each announce repeats the cheap part of this (rows written since, limits removed by a deploy).
+    this.logKeyRepair(await reconcileLimitKeys(this.serverApp.db, this.serverApp.registry, { boot: true }))
     await this.seedBuiltInJobs()
     for (let i = 0; i < config.WORKER_COUNT; i++) {
       const slot: Slot = {
@@ -373,6 +374,11 @@ export class WorkerManager implements JobSubmitter {
     }
   }
 
+  private logKeyRepair({ moved, failed }: { moved: number; failed: number[] }): void {
+    if (moved > 0) this.log.info({ moved }, 'concurrency keys set or cleared on pending rows to match the registry')
+    if (failed.length > 0) this.log.warn({ jobIds: failed }, 'failed jobs written without a concurrency key whose data gives none')
+  }
+
   /** Refreshes this server's row in worker_servers, then fails jobs that no live server has known for long. */
   private async announce(): Promise<void> {
     const { db, registry, config } = this.serverApp
@@ -380,7 +386,7 @@ export class WorkerManager implements JobSubmitter {
       // Its children as /health shows them, so an admin's workerStatus on any server sees every server's.
       const workers = await this.status().catch(() => this.statusWithoutCounts())
       // One transaction for both: an idle server's own load on the database is mostly these periodic statements.
-      const failed = await db.transaction(async (tx) => {
+      const { failed, keys } = await db.transaction(async (tx) => {
         await announceServer(tx, {
           id: this.serverId,
           hostname: hostname(),
@@ -389,9 +395,13 @@ export class WorkerManager implements JobSubmitter {
           limitedTypes: limitedTypes(registry),
           workers,
         })
-        return failUnrunnableJobs(tx, config.WORKER_UNKNOWN_TYPE_FAIL_AFTER_MS)
+        return {
+          failed: await failUnrunnableJobs(tx, config.WORKER_UNKNOWN_TYPE_FAIL_AFTER_MS),
+          keys: await reconcileLimitKeys(tx, registry, { boot: false }),
+        }
       })
       if (failed.length > 0) this.log.warn({ jobIds: failed }, 'failed jobs of a type that no live server registers')
+      this.logKeyRepair(keys)
     } catch (err) {
       this.log.error({ err }, 'announcing this server failed')
     }

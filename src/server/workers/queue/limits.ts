@@ -4,8 +4,8 @@ import type { WorkerJob } from '../../db/schema'
 import type { Job, JobRegistry, RateLimit } from '../jobs/types'
 import { type ClaimOptions, claimedJobsSelect, decodeClaimed, MAX_PRIORITY } from './claim'
 import { JOBS_CHANNEL } from './notify'
-import { bigintArray, textArray } from './params'
-import { LIMITED_PENDING_TEXT, PENDING, RUNNING } from './states'
+import { textArray } from './params'
+import { LIMITED_PENDING_TEXT, RUNNING } from './states'
 
 /**
  * Concurrency limits, cluster-wide, the one owner of their rules. A type may cap how many of its jobs run
@@ -57,6 +57,15 @@ export const limitedTypes = (registry: JobRegistry): string[] => Object.values(r
 export const MAX_KEY_CHARS = 200
 
 /**
+ * The key the insert trigger gives a pending row of a limited type written without one (psql, a script, an
+ * older server): no key function may return it (concurrencyKeyOf refuses it). A type-wide limit counts
+ * every running row whatever its key, so its claim takes such rows as they are. A keyed type's claim skips
+ * them until a server has computed their real key (reconcileLimitKeys, limitKeys.ts): run under any other
+ * key, a wallet's hand-written job could race that wallet's own.
+ */
+export const UNKEYED = '<unkeyed>'
+
+/**
  * The concurrency_key of a new row of `def` with validated `data`: null for an unlimited type, '' for a
  * type-wide limit only, else the type's concurrencyKey(data). Throws (a message for JobInputError) when
  * the key function throws or returns something that is not a short string.
@@ -73,6 +82,7 @@ export function concurrencyKeyOf(def: Job, data: unknown): string | null {
   if (typeof key !== 'string') throw new Error(`the type's concurrencyKey returned ${typeof key}, not a string`)
   if (key.length > MAX_KEY_CHARS) throw new Error(`the type's concurrencyKey returned ${key.length} characters (at most ${MAX_KEY_CHARS})`)
   if (key.includes('\u0000') || !key.isWellFormed()) throw new Error("the type's concurrencyKey returned a string Postgres cannot store")
+  if (key === UNKEYED) throw new Error(`the type's concurrencyKey returned ${UNKEYED}, which is reserved for rows written without a key`)
   return key
 }
 
@@ -118,6 +128,7 @@ export function limitedClaimStatement(opts: ClaimOptions & { type: string; limit
   const perKey = opts.limits.perKey ?? UNLIMITED
   const typeCap = opts.limits.concurrency ?? UNLIMITED
   const logged = rate !== null || keyRate !== null
+  const keyed = opts.limits.perKey !== null || keyRate !== null
   const windowOf = (r: RateLimit | null) => sql`make_interval(secs => ${(r?.perMs ?? 0) / 1000})`
   // Each rate is a count of the starts inside its window; a type without that rate counts nothing.
   const typeStarts = rate
@@ -162,7 +173,7 @@ export function limitedClaimStatement(opts: ClaimOptions & { type: string; limit
         ORDER BY priority, due, id
         LIMIT greatest(0, least(${perKey}::int - coalesce(r.n, 0), ${keyRate?.max ?? UNLIMITED}::int - ${keyStarts}, ${typeFree}))
       ) AS x
-      WHERE keys.k IS NOT NULL
+      WHERE keys.k IS NOT NULL${keyed ? sql` AND keys.k <> ${UNKEYED}` : sql``}
     ), picked AS MATERIALIZED (
       SELECT id FROM heads
       ORDER BY priority, due, id
@@ -177,7 +188,7 @@ export function limitedClaimStatement(opts: ClaimOptions & { type: string; limit
 }
 
 /** The pending rows of limited types, exactly worker_jobs_limited_idx's predicate. */
-const LIMITED_PENDING = sql.raw(LIMITED_PENDING_TEXT)
+export const LIMITED_PENDING = sql.raw(LIMITED_PENDING_TEXT)
 
 /** Wakes every worker (the insert trigger's channel, due now): a limited type's slot was freed. */
 export async function announceFreedSlots(db: Executor): Promise<void> {
@@ -195,48 +206,3 @@ export async function nextLimitedDue(db: Executor, types: readonly string[]): Pr
   const due = rows[0]?.due_ms
   return typeof due === 'number' ? new Date(due) : null
 }
-
-/**
- * Puts pending rows in the claim index their type needs now, at boot: rows of a type that became limited
- * but were written without a key (by an older server) get theirs, and rows of a type whose limit was
- * removed lose it. Returns how many rows moved. Keys are computed in batches.
- */
-export async function adoptLimitKeys(db: Database, registry: JobRegistry): Promise<number> {
-  let moved = 0
-  const limited = limitedTypes(registry)
-  const unlimited = Object.keys(registry).filter((t) => !limited.includes(t))
-  if (unlimited.length > 0) {
-    const freed = await runQuery(
-      db,
-      sql`UPDATE worker_jobs SET concurrency_key = NULL, updated_at = now()
-          WHERE ${LIMITED_PENDING} AND type = ANY(${textArray(unlimited)}) RETURNING id`,
-    )
-    moved += freed.length
-  }
-  for (const type of limited) {
-    const def = registry[type]!
-    for (;;) {
-      const batch = await runQuery(
-        db,
-        sql`SELECT id, data FROM worker_jobs WHERE ${PENDING} AND concurrency_key IS NULL AND type = ${type} LIMIT 1000`,
-      )
-      if (batch.length === 0) break
-      const byKey = new Map<string, number[]>()
-      for (const r of batch) {
-        let key: string
-        try {
-          key = concurrencyKeyOf(def, r.data) ?? ''
-        } catch {
-          key = '' // data the key function refuses: the type-wide bucket, still under the limit
-        }
-        byKey.set(key, [...(byKey.get(key) ?? []), Number(r.id)])
-      }
-      for (const [key, ids] of byKey) {
-        await runQuery(db, sql`UPDATE worker_jobs SET concurrency_key = ${key}, updated_at = now() WHERE id = ANY(${bigintArray(ids)}) AND ${PENDING}`)
-      }
-      moved += batch.length
-    }
-  }
-  return moved
-}
-

@@ -414,9 +414,9 @@ export class WorkerLoop {
       const limits = this.limitOfType.get(source.type)!
       const got = await q.run((db) => claimLimited(db, { ...claim, ...bound, limit: left, types: [source.type], type: source.type, limits }))
       if (got.jobs.length === left) limitedMayHaveMore = true
-      // A rate held jobs back: no NOTIFY comes when its window moves on, so a timer looks again then.
-      // (Never sooner than a few ms: another server's clock may be behind the database's.)
-      else if (got.retryAt) this.wakeAt(Math.max(got.retryAt.getTime(), Date.now() + RATE_RETRY_FLOOR_MS))
+      // A rate held jobs back: no NOTIFY comes when its window moves on, so a timer looks again then
+      // (a delay measured on the database's clock, so this server's own clock does not matter).
+      else if (got.retryInMs !== null) this.wakeAt(Date.now() + Math.max(got.retryInMs, RATE_RETRY_FLOOR_MS))
       claimed = claimed.concat(got.jobs)
       return got.jobs.length
     }

@@ -99,12 +99,12 @@ const UNLIMITED = 2_147_483_647
  * unlike a token bucket, which lets twice that through around a refill). "Now" is the clock read after
  * the advisory lock is taken, and the same value stamps `started` and the log, so a claim that waited on
  * the lock can never count itself into a window that has already moved on. When a rate held jobs back,
- * `retryAt` is when the oldest start in the window leaves it: the worker looks again then.
+ * `retryInMs` is how long after the claim's clock the oldest start leaves the window: the worker looks again then.
  */
 export async function claimLimited(
   db: Database,
   opts: ClaimOptions & { type: string; limits: TypeLimit },
-): Promise<{ jobs: WorkerJob[]; retryAt: Date | null }> {
+): Promise<{ jobs: WorkerJob[]; retryInMs: number | null }> {
   const { rate, keyRate } = opts.limits
   const logged = rate !== null || keyRate !== null
   const rows = await db.transaction(async (tx) => {
@@ -115,8 +115,8 @@ export async function claimLimited(
     }
     return runQuery(tx, limitedClaimStatement(opts))
   })
-  const retryMs = rows[0]?.retry_at_ms
-  return { jobs: decodeClaimed(rows, opts), retryAt: retryMs === null || retryMs === undefined ? null : new Date(Number(retryMs)) }
+  const retryInMs = rows[0]?.retry_in_ms
+  return { jobs: decodeClaimed(rows, opts), retryInMs: retryInMs === null || retryInMs === undefined ? null : Number(retryInMs) }
 }
 
 /**
@@ -183,7 +183,11 @@ export function limitedClaimStatement(opts: ClaimOptions & { type: string; limit
       ctes: logged
         ? sql`starts AS (INSERT INTO worker_rate_starts (type, key, at) SELECT type, concurrency_key, started FROM claimed)`
         : undefined,
-      columns: logged ? sql`extract(epoch FROM least(${nextFree(rate)}, ${nextFree(keyRate)})) * 1000 AS retry_at_ms` : undefined,
+      // As a delay from the claim's own clock, not a time: a server whose clock runs ahead of the
+      // database's would otherwise wake early and claim in vain every few ms until its clock caught up.
+      columns: logged
+        ? sql`extract(epoch FROM least(${nextFree(rate)}, ${nextFree(keyRate)}) - (SELECT t FROM clock)) * 1000 AS retry_in_ms`
+        : undefined,
     })}`
 }
 

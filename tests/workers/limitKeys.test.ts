@@ -62,10 +62,11 @@ test('a hand-written row of a keyed type is not run under a guessed key, then ru
   try {
     const alice = await submitJob(app.db, app.registry, { type: 'perKey', data: { key: 'alice', holdMs: 600 } })
     await waitFor(async () => (await sql`SELECT 1 FROM worker_jobs WHERE id = ${alice.id} AND started IS NOT NULL`).length > 0, { what: 'alice 1 to start' })
+    const rounds = w.loop.claimRounds
     const [hand] = await sql`INSERT INTO worker_jobs (type, data) VALUES ('perKey', '{"key": "alice", "holdMs": 0}') RETURNING id`
     expect(await keyOf(hand!.id)).toBe(UNKEYED)
     // Slots are free and the loop has looked since the insert's NOTIFY: an UNKEYED row of a keyed type is skipped.
-    await waitFor(() => w.loop.parked, { what: 'the loop to look and park' })
+    await waitFor(() => w.loop.claimRounds > rounds && w.loop.parked, { what: 'the loop to look and park' })
     expect((await sql`SELECT started FROM worker_jobs WHERE id = ${hand!.id}`)[0]!.started).toBeNull()
 
     const repaired = await announcePass()
@@ -98,6 +99,29 @@ test('valid data the key function refuses fails the row, naming why; data the sc
   expect(row!.success).toBe(false)
   expect(row!.result.error).toContain('no such wallet')
   expect(await keyOf(invalid!.id)).toBe('')
+})
+
+test('data the schema throws on (a transform) fails that row alone; the pass, and the announce around it, go on', async () => {
+  const parsing = defineJob({
+    type: 'parsing',
+    dataSchema: z.object({ payload: z.string().transform((t) => JSON.parse(t) as { wallet: string }) }),
+    concurrencyKey: (d) => d.payload.wallet,
+    async run() {},
+  })
+  const other = await appWith(db.url, [parsing])
+  try {
+    const rows = await sql`
+      INSERT INTO worker_jobs (type, data)
+      VALUES ('parsing', ${sql.json({ payload: '{not json' })}), ('parsing', ${sql.json({ payload: JSON.stringify({ wallet: '0xC' }) })})
+      RETURNING id`
+    await announceServer(other.db, { id: 'srv-b', hostname: 'h', pid: 3, jobTypes: ['parsing'], limitedTypes: ['parsing'] })
+    const repaired = await other.db.transaction((tx) => reconcileLimitKeys(tx, other.registry, { boot: true }))
+    expect(repaired.failed).toEqual([Number(rows[0]!.id)])
+    expect((await sql`SELECT result FROM worker_jobs WHERE id = ${rows[0]!.id}`)[0]!.result.error).toContain('JSON')
+    expect(await keyOf(rows[1]!.id)).toBe('0xC')
+  } finally {
+    await other.dbHandle.close()
+  }
 })
 
 test('a key function may not return the reserved key: refused at submit, naming data, nothing written', async () => {

@@ -41,9 +41,10 @@ async function heldBackStartsAfterRescue(type: string, cancelRequested: boolean)
   const w = loopOf(app, db.url, { concurrency: 4, pollIntervalMs: 60_000 })
   await w.loop.start()
   try {
+    const rounds = w.loop.claimRounds
     const waiting = await submitJob(app.db, app.registry, { type, data: {} })
-    // The loop has looked and parked: the limit holds the job back.
-    await waitFor(() => w.loop.parked, { what: 'the loop to park' })
+    // The loop has looked since the submit's NOTIFY and parked: the limit holds the job back.
+    await waitFor(() => w.loop.claimRounds > rounds && w.loop.parked, { what: 'the loop to look and park' })
     expect((await sql`SELECT started FROM worker_jobs WHERE id = ${waiting.id}`)[0]!.started).toBeNull()
 
     const rescued = await rescueJobs(app.db, app.registry, { workerIds: [DEAD] }, 'worker process exited')

@@ -53,7 +53,7 @@ test(`a worker whose clock is ${AHEAD_MS} ms ahead of the database's waits for t
     const before = queries
     const t2 = await waitFor(async () => {
       const [a, b] = [await started(first!.id), await started(second!.id)]
-      return a && b ? (a > b ? a : b) : null
+      return a && b ? new Date(Math.max(a.getTime(), b.getTime())) : null
     }, { timeoutMs: 10_000, what: 'the second job to start when the window moved on' })
     // Both times are the database's: the rate held (one start per 2 s)...
     expect(t2.getTime() - t1.getTime()).toBeGreaterThanOrEqual(2000)

@@ -155,7 +155,11 @@ export class WorkerManager implements JobSubmitter {
     // After announce (the insert trigger now knows this server's limited types): rows written meanwhile
     // without their key, or of a type whose limit was removed, move to the claim their type needs now.
     // Each announce repeats the cheap part of this (rows written since, limits removed by a deploy).
-    this.logKeyRepair(await reconcileLimitKeys(this.serverApp.db, this.serverApp.registry, { boot: true }))
+    // A failure here must not stop the boot: the announces repeat the cheap part.
+    await reconcileLimitKeys(this.serverApp.db, this.serverApp.registry, { boot: true }).then(
+      (keys) => this.logKeyRepair(keys),
+      (err) => this.log.error({ err }, 'could not set the concurrency keys of pending rows at boot; the announces retry'),
+    )
     await this.seedBuiltInJobs()
     for (let i = 0; i < config.WORKER_COUNT; i++) {
       const slot: Slot = {
@@ -395,10 +399,14 @@ export class WorkerManager implements JobSubmitter {
           limitedTypes: limitedTypes(registry),
           workers,
         })
-        return {
-          failed: await failUnrunnableJobs(tx, config.WORKER_UNKNOWN_TYPE_FAIL_AFTER_MS),
-          keys: await reconcileLimitKeys(tx, registry, { boot: false }),
-        }
+        const failed = await failUnrunnableJobs(tx, config.WORKER_UNKNOWN_TYPE_FAIL_AFTER_MS)
+        // In a savepoint: whatever goes wrong with a row's key must never undo this server's announce
+        // (other servers would take it for dead after SERVER_STALE_MS).
+        const keys = await tx.transaction((sp) => reconcileLimitKeys(sp, registry, { boot: false })).catch((err) => {
+          this.log.error({ err }, 'could not repair concurrency keys; the next announce retries')
+          return { moved: 0, failed: [] }
+        })
+        return { failed, keys }
       })
       if (failed.length > 0) this.log.warn({ jobIds: failed }, 'failed jobs of a type that no live server registers')
       this.logKeyRepair(keys)

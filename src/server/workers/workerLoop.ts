@@ -111,6 +111,13 @@ export class WorkerLoop {
    * slot, a release), a due timer or the poll.
    */
   private limitedIdle = false
+  /**
+   * Bumped by every reason to ask the limited types again (a NOTIFY, a look around). A claim round sets
+   * limitedIdle only if none came while it ran: its heads were read before, so they may miss that work.
+   */
+  private limitedNews = 0
+  private rounds = 0
+  private notifies = 0
   private onIdle: (() => void)[] = []
   /** Cancels that arrived for jobs not (yet) running here, by id, with when (see onCancel). */
   private readonly earlyCancels = new Map<number, number>()
@@ -150,6 +157,16 @@ export class WorkerLoop {
   /** Cancels held for jobs not running here yet (diagnostics and tests). */
   get earlyCancelCount(): number {
     return this.earlyCancels.size
+  }
+
+  /** Claim rounds run so far (diagnostics and tests: "the loop has looked since"). */
+  get claimRounds(): number {
+    return this.rounds
+  }
+
+  /** Notifications of the jobs channel received so far (diagnostics and tests). */
+  get notifyCount(): number {
+    return this.notifies
   }
 
   /** Whether the loop is waiting for a reason to look (diagnostics and tests). */
@@ -248,7 +265,9 @@ export class WorkerLoop {
   }
 
   private onNotify(payload: string): void {
+    this.notifies++
     this.limitedIdle = false
+    this.limitedNews++
     const due = Number(payload)
     if (Number.isFinite(due) && due > Date.now()) this.wakeAt(due)
     else if (this.backlog || !this.opts.notifyAnswerDelayMs) this.wake()
@@ -283,6 +302,7 @@ export class WorkerLoop {
    */
   private lookAround(): void {
     this.limitedIdle = false
+    this.limitedNews++
     this.recheckDue = true
     this.wake()
   }
@@ -391,9 +411,11 @@ export class WorkerLoop {
   private async claimRound(free: number): Promise<WorkerJob[]> {
     const q = this.opts.queueDb
     const claim = { workerId: this.opts.workerId, leaseMs: this.opts.leaseMs }
+    this.rounds++
     if (this.limited.length === 0 || this.limitedIdle) {
       return this.types.length === 0 ? [] : q.run((db) => claimJobs(db, { ...claim, limit: free, types: this.types }))
     }
+    const news = this.limitedNews
     const heads = await q.run((db) => dueHeads(db, this.types, this.limitedNames))
     const order: { source: Source; head: Head }[] = []
     if (heads.common && this.types.length > 0) order.push({ source: { kind: 'common' }, head: heads.common })
@@ -431,10 +453,14 @@ export class WorkerLoop {
       if (next) bounded.push(source)
     }
     for (const source of bounded) {
-      if (claimed.length >= free) break
+      if (claimed.length >= free) {
+        // Its rows past the bound were not asked for: it may have work still.
+        if (source.kind === 'limited') limitedMayHaveMore = true
+        continue
+      }
       await take(source, undefined)
     }
-    this.limitedIdle = !limitedMayHaveMore
+    this.limitedIdle = !limitedMayHaveMore && news === this.limitedNews
     return claimed
   }
 

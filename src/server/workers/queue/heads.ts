@@ -52,8 +52,11 @@ export async function dueHeads(
        WHERE ${claimable} AND priority = cp.priority AND due <= now() AND type = ANY(${textArray(commonTypes)})
        ORDER BY due, id LIMIT 1
      ) AS x
+     -- No ORDER BY: the recursion yields the priorities lowest first and the nested loop keeps that order,
+     -- so LIMIT 1 stops at the first priority with a due row (as the claim's own picked CTE does). A sort
+     -- would run every lateral first: 16 ms with 2,000 priorities in use instead of a fraction of one.
      WHERE cp.priority IS NOT NULL
-     ORDER BY cp.priority LIMIT 1)
+     LIMIT 1)
     UNION ALL
     (SELECT DISTINCT ON (lp.type) lp.type, lp.priority, extract(epoch FROM x.due)::float8 * 1000
      FROM lp CROSS JOIN LATERAL (

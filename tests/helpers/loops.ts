@@ -25,10 +25,11 @@ export async function appWith(url: string, extra: Job[] = [], opts: { withTestJo
 
 export function loopOf(app: ServerApp, url: string, o: { concurrency?: number; urgentSlots?: number; pollIntervalMs?: number } = {}) {
   const queue = new QueueDb(url, { max: 2 }, 10_000)
+  const workerId = `loop/${Math.random().toString(36).slice(2, 8)}`
   const loop = new WorkerLoop(app, app.log, {
     notifyAnswerDelayMs: 0,
     urgentSlots: o.urgentSlots ?? 0,
-    workerId: `loop/${Math.random().toString(36).slice(2, 8)}`,
+    workerId,
     concurrency: o.concurrency ?? 4,
     pollIntervalMs: o.pollIntervalMs ?? 60_000,
     leaseMs: 10_000,
@@ -38,6 +39,7 @@ export function loopOf(app: ServerApp, url: string, o: { concurrency?: number; u
   return {
     loop,
     queue,
+    workerId,
     async stop() {
       await loop.drain()
       await queue.close()

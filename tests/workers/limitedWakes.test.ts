@@ -26,7 +26,7 @@ beforeAll(async () => {
   db = await createTestDatabase('limited_wakes')
   sql = sqlClient(db.url)
   await sql.unsafe(CREATE_RUNS_TABLE)
-  app = await appWith(db.url, [limitedType('capped', { concurrency: 100 }), limitedType('other', { concurrency: 100 })])
+  app = await appWith(db.url, [limitedType('capped', { concurrency: 100 }), limitedType('other', { concurrency: 100 }), limitedType('single', { concurrency: 1 })])
 })
 afterAll(async () => {
   await app.dbHandle.close()
@@ -98,5 +98,33 @@ test('a row the key repair keys is announced: it starts at once, not at the poll
     await waitFor(() => startedOf(Number(hand!.id)), { timeoutMs: PROMPT_MS, what: 'the keyed row to start' })
   } finally {
     await w.stop()
+  }
+}, 30_000)
+
+test('a freed slot the freeing worker gives to more urgent work is announced to the other workers', async () => {
+  // A (one slot) runs single's first job; B claims only `single`. When the job ends, A refills its slot
+  // itself, with the more urgent ordinary job (3 s): single's next job can then only start on B, and B
+  // hears of the free slot only if A announces it.
+  const onlySingle = await appWith(db.url, [limitedType('single', { concurrency: 1 })], { withTestJobs: false })
+  const a = loopOf(app, db.url, { concurrency: 1, pollIntervalMs: POLL_MS })
+  const b = loopOf(onlySingle, db.url, { concurrency: 2, pollIntervalMs: POLL_MS })
+  await a.loop.start()
+  try {
+    const first = await submitJob(app.db, app.registry, { type: 'single', data: { holdMs: 500 } })
+    await waitFor(() => startedOf(first.id), { what: "single's first job to start on A" })
+    await b.loop.start()
+    const rounds = b.loop.claimRounds
+    const second = await submitJob(app.db, app.registry, { type: 'single', data: { holdMs: 0 } })
+    const urgent = await submitJob(app.db, app.registry, { type: 'sleep', data: { ms: 3000 }, priority: -5 })
+    await waitFor(() => b.loop.claimRounds > rounds && b.loop.parked, { what: 'B to look and park (single is at its limit)' })
+    expect(await startedOf(second.id)).toBeNull()
+    const urgentStarted = await waitFor(() => startedOf(urgent.id), { timeoutMs: PROMPT_MS, what: 'the urgent job to take A\'s freed slot' })
+    const secondStarted = await waitFor(() => startedOf(second.id), { timeoutMs: PROMPT_MS, what: "single's second job to start on B" })
+    expect(secondStarted.getTime() - urgentStarted.getTime()).toBeLessThan(PROMPT_MS)
+    expect((await sql`SELECT locked_by FROM worker_jobs WHERE id = ${second.id}`)[0]!.locked_by).toBe(b.workerId)
+  } finally {
+    await b.stop()
+    await a.stop()
+    await onlySingle.dbHandle.close()
   }
 }, 30_000)

@@ -54,7 +54,12 @@ const allFinished = (ids: number[]) =>
 
 describe('concurrency: 1', () => {
   test('no two jobs of the type ever overlap, across two servers and four children, and they run back to back', async () => {
-    const jobs = await a.workerManager.submitJobs(Array.from({ length: 40 }, () => ({ type: 'serial', data: { holdMs: 20 } })))
+    // Due one after another, faster than they run: each due time wakes every worker of both servers, which
+    // then race for the slot (a worker that frees the slot would otherwise refill it itself, every time).
+    const start = Date.now() + 300
+    const jobs = await a.workerManager.submitJobs(
+      Array.from({ length: 40 }, (_, i) => ({ type: 'serial', data: { holdMs: 20 }, due: new Date(start + i * 10) })),
+    )
     const ids = jobs.map((j) => j.id)
     await allFinished(ids)
     const runs = await runsOf(ids)

@@ -6,7 +6,7 @@ import { pickupLatencyMs } from './jobMetrics'
 import { claimJobs, extendLeases, nextLook, releaseUnknownClaims } from './queue/claim'
 import { isTransientDbError } from './queue/transient'
 import { type Head, type Source, dueHeads } from './queue/heads'
-import { claimLimited, limitOf, nextLimitedDue, type TypeLimit } from './queue/limits'
+import { announceFreedSlots, claimLimited, limitOf, nextLimitedDue, type TypeLimit } from './queue/limits'
 import { CANCEL_CHANNEL, JOBS_CHANNEL } from './queue/notify'
 import type { QueueDb } from './queueDb'
 import { JobCancelledError, JobInterruptedError, type RunningJob, runJob } from './runJob'
@@ -106,14 +106,16 @@ export class WorkerLoop {
   private readonly limitedNames: string[]
   private readonly limitOfType: Map<string, TypeLimit>
   /**
-   * Set when the last limited claims found nothing more to take: then they are skipped (each is a
-   * transaction) until something can have changed, which always comes with a NOTIFY (an insert, a freed
-   * slot, a release), a due timer or the poll.
+   * The limited types whose last claim found nothing more they may start: they are skipped (each claim is a
+   * transaction under the type's lock) until something can have changed, which always comes with a NOTIFY
+   * (an insert, a freed slot, a release, a repaired key), a due or rate timer, or the poll (claimRound).
    */
-  private limitedIdle = false
+  private readonly quiet = new Set<string>()
+  /** Limited types whose slots this worker freed and will refill first (slotsFreed); the next round checks them. */
+  private readonly freed = new Set<string>()
   /**
-   * Bumped by every reason to ask the limited types again (a NOTIFY, a look around). A claim round sets
-   * limitedIdle only if none came while it ran: its heads were read before, so they may miss that work.
+   * Bumped by every reason to ask the limited types again (a NOTIFY, a look around). A claim round quiets
+   * types only if none came while it ran: its heads were read before, so they may miss that work.
    */
   private limitedNews = 0
   private rounds = 0
@@ -150,8 +152,28 @@ export class WorkerLoop {
         if (this.backlog) this.wake()
       },
       // A limited job's outcome frees a slot that jobs on any server may be waiting for.
-      (batch) => batch.some((o) => capped.has(o.job.type)),
+      (batch) => this.slotsFreed(batch.filter((o) => capped.has(o.job.type)).map((o) => o.job.type)),
     )
+  }
+
+  /**
+   * Outcomes of limited types were written: their slots are free. Returns whether every worker must be told
+   * now (the finisher NOTIFYs). This loop refills them first when it can (it has a free slot: the one just
+   * freed, unless outcomes pile up): telling every worker of every server costs each of them a heads read
+   * and a claim under the type's lock, once per job of a limit-1 type, and all but one take nothing (a
+   * fifth of a no-op flood's throughput beside such a type). After that round, the others are told only if
+   * the type may still have work it could start (claimRound, `refilled`).
+   */
+  private slotsFreed(types: string[]): boolean {
+    if (types.length === 0) return false
+    const free = this.opts.concurrency - this.running.size
+    if (this.stopping || free <= 0 || this.finisher.queued >= this.opts.concurrency) return true
+    for (const t of types) {
+      this.freed.add(t)
+      this.quiet.delete(t)
+    }
+    this.wake()
+    return false
   }
 
   /** Cancels held for jobs not running here yet (diagnostics and tests). */
@@ -266,7 +288,7 @@ export class WorkerLoop {
 
   private onNotify(payload: string): void {
     this.notifies++
-    this.limitedIdle = false
+    this.quiet.clear()
     this.limitedNews++
     const due = Number(payload)
     if (Number.isFinite(due) && due > Date.now()) this.wakeAt(due)
@@ -301,7 +323,7 @@ export class WorkerLoop {
    * (one query per pickup instead of two).
    */
   private lookAround(): void {
-    this.limitedIdle = false
+    this.quiet.clear()
     this.limitedNews++
     this.recheckDue = true
     this.wake()
@@ -340,6 +362,12 @@ export class WorkerLoop {
       const pressed = this.finisher.queued >= this.opts.concurrency
       const free = pressed ? 0 : Math.max(0, this.opts.concurrency - this.running.size)
       const urgentFree = pressed ? 0 : this.opts.concurrency + (this.opts.urgentSlots ?? 0) - this.running.size
+      // Slots freed for this loop to refill, but the round in flight when they freed filled every slot:
+      // the other workers must be told, or the jobs waiting for them wait for their poll.
+      if (free === 0 && this.freed.size > 0) {
+        this.freed.clear()
+        await this.announceFreed()
+      }
       if (free === 0 && urgentFree > 0) {
         this.woken = false
         await this.claimUrgent(urgentFree)
@@ -394,74 +422,103 @@ export class WorkerLoop {
       await this.waitForWake()
     }
     if (this.abortedWith !== null) await this.releaseNeverRun()
+    // Slots freed for this loop to refill, which it will not now: the other workers must know.
+    if (this.freed.size > 0) {
+      this.freed.clear()
+      await this.announceFreed()
+    }
   }
 
   /**
-   * One claim round for `free` slots. Without limited types, or while none of them can have work
-   * (limitedIdle), it is the common claim alone: one statement.
+   * One claim round for `free` slots. Without limited types, or while every one of them is quiet (known to
+   * have nothing it may start until some news), it is the common claim alone: one statement.
    *
    * Otherwise the slots go to the most urgent work first, whichever claim holds it. Taken in a fixed order
    * (the common claim first), a steady backlog of ordinary jobs kept every slot busy and a limited type's
-   * job, however urgent, never started. So one statement first reads each source's head (its most urgent
-   * due row: dueHeads), and the sources claim in the order of their heads (priority, then due time), each
-   * with the slots still free. A source followed by a less urgent one takes only rows up to that one's
-   * priority, so its own backlog cannot jump ahead of the other's head; if slots are left after every
-   * source has claimed once, the bounded sources claim again without the bound.
+   * job, however urgent, never started. So one statement first reads the head of each claim still asked
+   * (its most urgent due row: dueHeads), and the claims run in the order of their heads (priority, due
+   * time, id: the order the jobs would have in one queue), each with the slots still free. The common claim,
+   * when a less urgent limited head follows it, takes only rows up to that head's priority, so its own
+   * backlog cannot jump ahead of it; if slots are left after every claim has run once, it runs again
+   * without the bound.
+   *
+   * A limited type becomes quiet when it has no due row, or when its unbounded claim took fewer rows than
+   * asked (its limits hold the rest back): asking it again before something changes would cost a
+   * transaction under its lock for nothing, once per round of a flood. Every change that can give it
+   * work comes with a NOTIFY (an insert, a freed slot, a repaired key) or a timer (a due time, a rate's
+   * window), and those clear the quiet set; a round that saw such news while it ran quiets nothing, since
+   * its heads were read before.
    */
   private async claimRound(free: number): Promise<WorkerJob[]> {
     const q = this.opts.queueDb
     const claim = { workerId: this.opts.workerId, leaseMs: this.opts.leaseMs }
     this.rounds++
-    if (this.limited.length === 0 || this.limitedIdle) {
+    // Slots freed before this round: settled by it, or announced to every worker after it.
+    const refilled = [...this.freed]
+    this.freed.clear()
+    const asked = this.limitedNames.filter((t) => !this.quiet.has(t))
+    if (asked.length === 0) {
       return this.types.length === 0 ? [] : q.run((db) => claimJobs(db, { ...claim, limit: free, types: this.types }))
     }
     const news = this.limitedNews
-    const heads = await q.run((db) => dueHeads(db, this.types, this.limitedNames))
+    try {
+      return await this.claimInOrder(free, asked, news, refilled)
+    } catch (err) {
+      // The round failed: the slots it was to refill are told to every worker instead.
+      if (refilled.length > 0) await this.announceFreed()
+      throw err
+    }
+  }
+
+  private async claimInOrder(free: number, asked: string[], news: number, refilled: string[]): Promise<WorkerJob[]> {
+    const q = this.opts.queueDb
+    const claim = { workerId: this.opts.workerId, leaseMs: this.opts.leaseMs }
+    const heads = await q.run((db) => dueHeads(db, this.types, asked))
     const order: { source: Source; head: Head }[] = []
     if (heads.common && this.types.length > 0) order.push({ source: { kind: 'common' }, head: heads.common })
     for (const [type, head] of heads.limited) order.push({ source: { kind: 'limited', type }, head })
-    order.sort((a, b) => a.head.priority - b.head.priority || a.head.dueMs - b.head.dueMs)
+    order.sort((a, b) => a.head.priority - b.head.priority || a.head.dueMs - b.head.dueMs || a.head.id - b.head.id)
+    const quietNow = asked.filter((t) => !heads.limited.has(t))
 
     let claimed: WorkerJob[] = []
-    // Whether a limited type may have more to give than it gave: then the next wake must ask it again.
-    let limitedMayHaveMore = false
-    const take = async (source: Source, maxPriority: number | undefined): Promise<number> => {
+    const take = async (source: Source, maxPriority: number | undefined): Promise<void> => {
       const left = free - claimed.length
       const bound = maxPriority === undefined ? {} : { maxPriority }
       if (source.kind === 'common') {
-        const got = await q.run((db) => claimJobs(db, { ...claim, ...bound, limit: left, types: this.types }))
-        claimed = claimed.concat(got)
-        return got.length
+        claimed = claimed.concat(await q.run((db) => claimJobs(db, { ...claim, ...bound, limit: left, types: this.types })))
+        return
       }
       const limits = this.limitOfType.get(source.type)!
       const got = await q.run((db) => claimLimited(db, { ...claim, ...bound, limit: left, types: [source.type], type: source.type, limits }))
-      if (got.jobs.length === left) limitedMayHaveMore = true
+      claimed = claimed.concat(got.jobs)
+      if (got.jobs.length === left) return
+      // Fewer than asked: its limits hold back the rest (or it has no more due rows).
+      quietNow.push(source.type)
       // A rate held jobs back: no NOTIFY comes when its window moves on, so a timer looks again then
       // (a delay measured on the database's clock, so this server's own clock does not matter).
-      else if (got.retryInMs !== null) this.wakeAt(Date.now() + Math.max(got.retryInMs, RATE_RETRY_FLOOR_MS))
-      claimed = claimed.concat(got.jobs)
-      return got.jobs.length
+      if (got.retryInMs !== null) this.wakeAt(Date.now() + Math.max(got.retryInMs, RATE_RETRY_FLOOR_MS))
     }
-    const bounded: Source[] = []
+    let commonBounded = false
     for (const [i, { source }] of order.entries()) {
-      if (claimed.length >= free) {
-        if (source.kind === 'limited') limitedMayHaveMore = true
-        continue
-      }
-      const next = order[i + 1]
-      await take(source, next?.head.priority)
-      if (next) bounded.push(source)
+      if (claimed.length >= free) break
+      // Only the common claim is bounded. A limited claim takes at most what its limits allow, so its
+      // rows past the next head can take at most that many slots for one round; and unbounded, a claim
+      // that takes fewer than asked says for sure that its limits hold the rest back (it may go quiet).
+      const bound = source.kind === 'common' ? order[i + 1]?.head.priority : undefined
+      await take(source, bound)
+      if (bound !== undefined) commonBounded = true
     }
-    for (const source of bounded) {
-      if (claimed.length >= free) {
-        // Its rows past the bound were not asked for: it may have work still.
-        if (source.kind === 'limited') limitedMayHaveMore = true
-        continue
-      }
-      await take(source, undefined)
-    }
-    this.limitedIdle = !limitedMayHaveMore && news === this.limitedNews
+    if (commonBounded && claimed.length < free) await take({ kind: 'common' }, undefined)
+    // A type whose slot was freed while the round ran is left to the next round, which its wake brings.
+    if (news === this.limitedNews) for (const t of quietNow) if (!this.freed.has(t)) this.quiet.add(t)
+    // A refilled type that went quiet took all its limits allow: nobody else could start more of it now.
+    // One that did not (the slots went to more urgent work, or news came) may have work for other workers.
+    if (refilled.some((t) => !this.quiet.has(t))) await this.announceFreed()
     return claimed
+  }
+
+  private async announceFreed(): Promise<void> {
+    await this.opts.queueDb.run((db) => announceFreedSlots(db)).catch((err) => this.log.warn({ err }, 'could not announce a freed concurrency slot'))
   }
 
   /**

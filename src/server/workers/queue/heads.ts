@@ -3,10 +3,11 @@ import { type Executor, runQuery } from '../../db/client'
 import { textArray } from './params'
 import { CLAIMABLE_TEXT, LIMITED_PENDING_TEXT } from './states'
 
-/** The most urgent due row of a claim's rows: the first row that claim would take. */
+/** The most urgent due row of a claim's rows: the first row that claim would take (in priority, due, id order). */
 export interface Head {
   priority: number
   dueMs: number
+  id: number
 }
 
 /** Where the next slots may go: the common claim, or the claim of one limited type. */
@@ -46,9 +47,9 @@ export async function dueHeads(
                        WHERE ${limitedPending} AND w.type = lp.type AND w.priority > lp.priority ORDER BY w.priority LIMIT 1)
       FROM lp WHERE lp.priority IS NOT NULL
     )
-    (SELECT NULL::text AS type, cp.priority, extract(epoch FROM x.due)::float8 * 1000 AS due_ms
+    (SELECT NULL::text AS type, cp.priority, extract(epoch FROM x.due)::float8 * 1000 AS due_ms, x.id
      FROM cp CROSS JOIN LATERAL (
-       SELECT due FROM worker_jobs
+       SELECT due, id FROM worker_jobs
        WHERE ${claimable} AND priority = cp.priority AND due <= now() AND type = ANY(${textArray(commonTypes)})
        ORDER BY due, id LIMIT 1
      ) AS x
@@ -58,9 +59,9 @@ export async function dueHeads(
      WHERE cp.priority IS NOT NULL
      LIMIT 1)
     UNION ALL
-    (SELECT DISTINCT ON (lp.type) lp.type, lp.priority, extract(epoch FROM x.due)::float8 * 1000
+    (SELECT DISTINCT ON (lp.type) lp.type, lp.priority, extract(epoch FROM x.due)::float8 * 1000, x.id
      FROM lp CROSS JOIN LATERAL (
-       SELECT due FROM worker_jobs
+       SELECT due, id FROM worker_jobs
        WHERE ${limitedPending} AND type = lp.type AND priority = lp.priority AND due <= now()
        ORDER BY due, id LIMIT 1
      ) AS x
@@ -70,7 +71,7 @@ export async function dueHeads(
   let common: Head | null = null
   const limited = new Map<string, Head>()
   for (const r of rows) {
-    const head = { priority: Number(r.priority), dueMs: Number(r.due_ms) }
+    const head = { priority: Number(r.priority), dueMs: Number(r.due_ms), id: Number(r.id) }
     if (r.type === null) common = head
     else limited.set(String(r.type), head)
   }

@@ -22,7 +22,12 @@ beforeAll(async () => {
   db = await createTestDatabase('limited_priority')
   sql = sqlClient(db.url)
   await sql.unsafe(CREATE_RUNS_TABLE)
-  app = await appWith(db.url, [limitedType('bulk', { concurrency: 100 }), limitedType('capped', { concurrency: 5 })])
+  app = await appWith(db.url, [
+    limitedType('bulk', { concurrency: 100 }),
+    limitedType('capped', { concurrency: 5 }),
+    // One at a time per key, no cap on the type: its claim can fill every slot.
+    limitedType('keyed', { concurrencyKey: (d: { key: string }) => d.key }),
+  ])
 })
 afterAll(async () => {
   await app.dbHandle.close()
@@ -112,6 +117,29 @@ test("a source's own backlog does not jump ahead of another source's more urgent
       FROM worker_jobs`
     expect(order!.last0 <= order!.first1).toBe(true)
     expect(order!.last1 <= order!.first5).toBe(true)
+  } finally {
+    await w.stop()
+  }
+}, 60_000)
+
+test("a limited claim takes no rows past the next claim's head either", async () => {
+  // Keyed jobs at 0 and 10 (distinct keys: its limits let every one start), ordinary jobs at 5. Unbounded,
+  // the keyed claim took its job at 0 and then a job at 10 into the second slot, ahead of the jobs at 5.
+  await app.workerManager.submitJobs([
+    { type: 'keyed', data: { key: 'k0', holdMs: 20 }, priority: 0 },
+    ...Array.from({ length: 4 }, (_, i) => ({ type: 'keyed', data: { key: `k${i + 1}`, holdMs: 20 }, priority: 10 })),
+    ...Array.from({ length: 4 }, () => ({ type: 'sleep', data: { ms: 20 }, priority: 5 })),
+  ])
+  const w = loopOf(app, db.url, { concurrency: SLOTS })
+  await w.loop.start()
+  try {
+    await waitFor(async () => (await sql`SELECT count(*)::int AS n FROM worker_jobs WHERE finished IS NULL`)[0]!.n === 0, {
+      timeoutMs: 30_000,
+      what: 'every job to finish',
+    })
+    const [order] = await sql`
+      SELECT max(started) FILTER (WHERE priority = 5) AS last5, min(started) FILTER (WHERE priority = 10) AS first10 FROM worker_jobs`
+    expect(order!.last5 <= order!.first10).toBe(true)
   } finally {
     await w.stop()
   }

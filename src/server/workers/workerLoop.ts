@@ -167,7 +167,8 @@ export class WorkerLoop {
   private slotsFreed(types: string[]): boolean {
     if (types.length === 0) return false
     const free = this.opts.concurrency - this.running.size
-    if (this.stopping || free <= 0 || this.finisher.queued >= this.opts.concurrency) return true
+    // Not while claims fail either: the loop is in a back-off sleep that no wake shortens.
+    if (this.stopping || free <= 0 || this.finisher.queued >= this.opts.concurrency || this.claimFailingSince !== null) return true
     for (const t of types) {
       this.freed.add(t)
       this.quiet.delete(t)
@@ -367,6 +368,8 @@ export class WorkerLoop {
       if (free === 0 && this.freed.size > 0) {
         this.freed.clear()
         await this.announceFreed()
+        // Slots may have freed, and wakes come, while it was sent: read them again.
+        continue
       }
       if (free === 0 && urgentFree > 0) {
         this.woken = false
@@ -437,13 +440,12 @@ export class WorkerLoop {
    * (the common claim first), a steady backlog of ordinary jobs kept every slot busy and a limited type's
    * job, however urgent, never started. So one statement first reads the head of each claim still asked
    * (its most urgent due row: dueHeads), and the claims run in the order of their heads (priority, due
-   * time, id: the order the jobs would have in one queue), each with the slots still free. The common claim,
-   * when a less urgent limited head follows it, takes only rows up to that head's priority, so its own
-   * backlog cannot jump ahead of it; if slots are left after every claim has run once, it runs again
-   * without the bound.
+   * time, id: the order the jobs would have in one queue), each with the slots still free. Each claim takes
+   * only rows up to the next head's priority, so its own backlog cannot jump ahead of that head; if slots
+   * are left after every claim has run once, those with rows past their bound run again without it.
    *
-   * A limited type becomes quiet when it has no due row, or when its unbounded claim took fewer rows than
-   * asked (its limits hold the rest back): asking it again before something changes would cost a
+   * A limited type becomes quiet when it has no due row, or when its claim took fewer rows than asked and
+   * had nothing it may start past its bound (its limits hold the rest back): asking it again before something changes would cost a
    * transaction under its lock for nothing, once per round of a flood. Every change that can give it
    * work comes with a NOTIFY (an insert, a freed slot, a repaired key) or a timer (a due time, a rate's
    * window), and those clear the quiet set; a round that saw such news while it ran quiets nothing, since
@@ -481,39 +483,47 @@ export class WorkerLoop {
     const quietNow = asked.filter((t) => !heads.limited.has(t))
 
     let claimed: WorkerJob[] = []
-    const take = async (source: Source, maxPriority: number | undefined): Promise<void> => {
+    // Limited types a rate held back: not settled for the other workers, which keep their own rate timers.
+    const rateHeld: string[] = []
+    /** Runs one source's claim; true when it may have rows past `maxPriority` (worth a second pass). */
+    const take = async (source: Source, maxPriority: number | undefined): Promise<boolean> => {
       const left = free - claimed.length
       const bound = maxPriority === undefined ? {} : { maxPriority }
       if (source.kind === 'common') {
         claimed = claimed.concat(await q.run((db) => claimJobs(db, { ...claim, ...bound, limit: left, types: this.types })))
-        return
+        return maxPriority !== undefined
       }
       const limits = this.limitOfType.get(source.type)!
       const got = await q.run((db) => claimLimited(db, { ...claim, ...bound, limit: left, types: [source.type], type: source.type, limits }))
       claimed = claimed.concat(got.jobs)
-      if (got.jobs.length === left) return
-      // Fewer than asked: its limits hold back the rest (or it has no more due rows).
-      quietNow.push(source.type)
       // A rate held jobs back: no NOTIFY comes when its window moves on, so a timer looks again then
       // (a delay measured on the database's clock, so this server's own clock does not matter).
-      if (got.retryInMs !== null) this.wakeAt(Date.now() + Math.max(got.retryInMs, RATE_RETRY_FLOOR_MS))
+      if (got.retryInMs !== null) {
+        rateHeld.push(source.type)
+        this.wakeAt(Date.now() + Math.max(got.retryInMs, RATE_RETRY_FLOOR_MS))
+      }
+      if (got.jobs.length === left) return got.moreBeyondBound
+      // Fewer than asked and nothing it may start past the bound: its limits hold the rest (or it has none).
+      if (!got.moreBeyondBound) quietNow.push(source.type)
+      return got.moreBeyondBound
     }
-    let commonBounded = false
+    // Each claim is bounded by the next head's priority, so no source's less urgent backlog takes slots
+    // ahead of a more urgent head; the ones that may have more past their bound run again, unbounded, in
+    // the same order, with the slots left.
+    const again: Source[] = []
     for (const [i, { source }] of order.entries()) {
       if (claimed.length >= free) break
-      // Only the common claim is bounded. A limited claim takes at most what its limits allow, so its
-      // rows past the next head can take at most that many slots for one round; and unbounded, a claim
-      // that takes fewer than asked says for sure that its limits hold the rest back (it may go quiet).
-      const bound = source.kind === 'common' ? order[i + 1]?.head.priority : undefined
-      await take(source, bound)
-      if (bound !== undefined) commonBounded = true
+      if (await take(source, order[i + 1]?.head.priority)) again.push(source)
     }
-    if (commonBounded && claimed.length < free) await take({ kind: 'common' }, undefined)
+    for (const source of again) {
+      if (claimed.length >= free) break
+      await take(source, undefined)
+    }
     // A type whose slot was freed while the round ran is left to the next round, which its wake brings.
     if (news === this.limitedNews) for (const t of quietNow) if (!this.freed.has(t)) this.quiet.add(t)
     // A refilled type that went quiet took all its limits allow: nobody else could start more of it now.
     // One that did not (the slots went to more urgent work, or news came) may have work for other workers.
-    if (refilled.some((t) => !this.quiet.has(t))) await this.announceFreed()
+    if (refilled.some((t) => !this.quiet.has(t) || rateHeld.includes(t))) await this.announceFreed()
     return claimed
   }
 

@@ -105,7 +105,7 @@ const UNLIMITED = 2_147_483_647
 export async function claimLimited(
   db: Database,
   opts: ClaimOptions & { type: string; limits: TypeLimit },
-): Promise<{ jobs: WorkerJob[]; retryInMs: number | null }> {
+): Promise<{ jobs: WorkerJob[]; retryInMs: number | null; moreBeyondBound: boolean }> {
   const { rate, keyRate } = opts.limits
   const logged = rate !== null || keyRate !== null
   const rows = await db.transaction(async (tx) => {
@@ -117,7 +117,11 @@ export async function claimLimited(
     return runQuery(tx, limitedClaimStatement(opts))
   })
   const retryInMs = rows[0]?.retry_in_ms
-  return { jobs: decodeClaimed(rows, opts), retryInMs: retryInMs === null || retryInMs === undefined ? null : Number(retryInMs) }
+  return {
+    jobs: decodeClaimed(rows, opts),
+    retryInMs: retryInMs === null || retryInMs === undefined ? null : Number(retryInMs),
+    moreBeyondBound: rows[0]?.beyond_bound === true,
+  }
 }
 
 /**
@@ -131,6 +135,9 @@ export function limitedClaimStatement(opts: ClaimOptions & { type: string; limit
   const logged = rate !== null || keyRate !== null
   const keyed = opts.limits.perKey !== null || keyRate !== null
   const windowOf = (r: RateLimit | null) => sql`make_interval(secs => ${(r?.perMs ?? 0) / 1000})`
+  // The claim takes rows up to this priority; `beyond_bound` says whether its limits would have let it
+  // start any past it (heads are each key's first rows within its limits, whatever their priority).
+  const bound = opts.maxPriority ?? MAX_PRIORITY
   // Each rate is a count of the starts inside its window; a type without that rate counts nothing.
   const typeStarts = rate
     ? sql`(SELECT count(*)::int FROM worker_rate_starts, clock WHERE type = ${opts.type} AND at > clock.t - ${windowOf(rate)})`
@@ -170,13 +177,13 @@ export function limitedClaimStatement(opts: ClaimOptions & { type: string; limit
       CROSS JOIN LATERAL (
         SELECT id, priority, due FROM worker_jobs
         WHERE ${LIMITED_PENDING} AND type = ${opts.type} AND concurrency_key = keys.k AND due <= now()
-          AND priority <= ${opts.maxPriority ?? MAX_PRIORITY}::int
         ORDER BY priority, due, id
         LIMIT greatest(0, least(${perKey}::int - coalesce(r.n, 0), ${keyRate?.max ?? UNLIMITED}::int - ${keyStarts}, ${typeFree}))
       ) AS x
       WHERE keys.k IS NOT NULL${keyed ? sql` AND keys.k <> ${UNKEYED}` : sql``}
     ), picked AS MATERIALIZED (
       SELECT id FROM heads
+      WHERE priority <= ${bound}::int
       ORDER BY priority, due, id
       LIMIT greatest(0, ${typeFree})
     ), ${claimedJobsSelect(opts, sql`picked`, {
@@ -186,9 +193,9 @@ export function limitedClaimStatement(opts: ClaimOptions & { type: string; limit
         : undefined,
       // As a delay from the claim's own clock, not a time: a server whose clock runs ahead of the
       // database's would otherwise wake early and claim in vain every few ms until its clock caught up.
-      columns: logged
-        ? sql`extract(epoch FROM least(${nextFree(rate)}, ${nextFree(keyRate)}) - (SELECT t FROM clock)) * 1000 AS retry_in_ms`
-        : undefined,
+      columns: sql`EXISTS (SELECT 1 FROM heads WHERE priority > ${bound}::int) AS beyond_bound${
+        logged ? sql`, extract(epoch FROM least(${nextFree(rate)}, ${nextFree(keyRate)}) - (SELECT t FROM clock)) * 1000 AS retry_in_ms` : sql``
+      }`,
     })}`
 }
 

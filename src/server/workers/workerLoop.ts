@@ -455,6 +455,10 @@ export class WorkerLoop {
     const q = this.opts.queueDb
     const claim = { workerId: this.opts.workerId, leaseMs: this.opts.leaseMs }
     this.rounds++
+    // Most servers have no limited type: their round is the one statement, with nothing allocated.
+    if (this.limited.length === 0) {
+      return this.types.length === 0 ? [] : q.run((db) => claimJobs(db, { ...claim, limit: free, types: this.types }))
+    }
     // Slots freed before this round: settled by it, or announced to every worker after it.
     const refilled = [...this.freed]
     this.freed.clear()

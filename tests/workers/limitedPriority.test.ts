@@ -69,33 +69,24 @@ async function submitUrgent(type: string, data: unknown) {
   return { job, visibleAt: now }
 }
 
-test('an urgent job of a limited type starts within one claim behind a backlog of ordinary jobs', async () => {
-  const backlog = Array.from({ length: 3000 }, () => ({ type: 'sleep', data: { ms: 10 }, priority: 5 }))
-  await withBacklog(backlog, async () => {
-    const urgent = await submitUrgent('capped', {})
-    const started = await waitFor(() => startedOf(urgent.job.id), { timeoutMs: 10_000, what: 'the urgent limited job to start' })
-    // One claim's worth at most: the slots that were being claimed when it became visible.
-    expect(await startedBetween('sleep', urgent.visibleAt, started)).toBeLessThanOrEqual(SLOTS)
-  })
-}, 60_000)
+/** Each case: a backlog of one kind (priority 5) and an urgent job (-10) of another. */
+const URGENT_BEHIND_BACKLOG = [
+  { name: 'an urgent job of a limited type, behind a backlog of ordinary jobs', backlog: { type: 'sleep', data: { ms: 10 } }, urgent: { type: 'capped', data: {} } },
+  { name: 'an urgent job of one limited type, behind the backlog of another', backlog: { type: 'bulk', data: { holdMs: 10 } }, urgent: { type: 'capped', data: {} } },
+  { name: 'an ordinary urgent job, behind the backlog of a limited type', backlog: { type: 'bulk', data: { holdMs: 10 } }, urgent: { type: 'sleep', data: { ms: 0 } } },
+]
 
-test('an urgent job of one limited type starts within one claim behind the backlog of another limited type', async () => {
-  const backlog = Array.from({ length: 3000 }, () => ({ type: 'bulk', data: { holdMs: 10 }, priority: 5 }))
-  await withBacklog(backlog, async () => {
-    const urgent = await submitUrgent('capped', {})
-    const started = await waitFor(() => startedOf(urgent.job.id), { timeoutMs: 10_000, what: 'the urgent capped job to start' })
-    expect(await startedBetween('bulk', urgent.visibleAt, started)).toBeLessThanOrEqual(SLOTS)
-  })
-}, 60_000)
-
-test('an ordinary urgent job starts within one claim behind the backlog of a limited type', async () => {
-  const backlog = Array.from({ length: 3000 }, () => ({ type: 'bulk', data: { holdMs: 10 }, priority: 5 }))
-  await withBacklog(backlog, async () => {
-    const urgent = await submitUrgent('sleep', { ms: 0 })
-    const started = await waitFor(() => startedOf(urgent.job.id), { timeoutMs: 10_000, what: 'the urgent ordinary job to start' })
-    expect(await startedBetween('bulk', urgent.visibleAt, started)).toBeLessThanOrEqual(SLOTS)
-  })
-}, 60_000)
+for (const c of URGENT_BEHIND_BACKLOG) {
+  test(`${c.name}, starts within one claim`, async () => {
+    const backlog = Array.from({ length: 3000 }, () => ({ ...c.backlog, priority: 5 }))
+    await withBacklog(backlog, async () => {
+      const urgent = await submitUrgent(c.urgent.type, c.urgent.data)
+      const started = await waitFor(() => startedOf(urgent.job.id), { timeoutMs: 10_000, what: `the urgent ${c.urgent.type} job to start` })
+      // One claim's worth at most: the slots that were being claimed when it became visible.
+      expect(await startedBetween(c.backlog.type, urgent.visibleAt, started)).toBeLessThanOrEqual(SLOTS)
+    })
+  }, 60_000)
+}
 
 test("a source's own backlog does not jump ahead of another source's more urgent head", async () => {
   // Ordinary jobs at 0 and 5, limited ones at 1: in priority order the limited ones come between.

@@ -26,7 +26,12 @@ beforeAll(async () => {
   db = await createTestDatabase('limited_wakes')
   sql = sqlClient(db.url)
   await sql.unsafe(CREATE_RUNS_TABLE)
-  app = await appWith(db.url, [limitedType('capped', { concurrency: 100 }), limitedType('other', { concurrency: 100 }), limitedType('single', { concurrency: 1 })])
+  app = await appWith(db.url, [
+    limitedType('capped', { concurrency: 100 }),
+    limitedType('other', { concurrency: 100 }),
+    limitedType('single', { concurrency: 1 }),
+    limitedType('paced', { concurrency: 1, rateLimit: { max: 1, perMs: 60_000 } }),
+  ])
 })
 afterAll(async () => {
   await app.dbHandle.close()
@@ -126,5 +131,29 @@ test('a freed slot the freeing worker gives to more urgent work is announced to 
     await b.stop()
     await a.stop()
     await onlySingle.dbHandle.close()
+  }
+}, 30_000)
+
+test('a freed slot the freeing worker cannot refill because of a rate is still announced', async () => {
+  // Only the refilling worker learns when the rate's window reopens (its own timer): the others, which may
+  // have quieted the type earlier with no timer, must be told, as for any slot it could not refill.
+  const notified: string[] = []
+  const listener = await sql.listen('worker_jobs', (payload) => notified.push(payload))
+  const w = loopOf(app, db.url, { concurrency: 2, pollIntervalMs: POLL_MS })
+  await w.loop.start()
+  try {
+    const first = await submitJob(app.db, app.registry, { type: 'paced', data: { holdMs: 100 } })
+    await waitFor(() => startedOf(first.id), { what: "paced's first job to start" })
+    const second = await submitJob(app.db, app.registry, { type: 'paced', data: {} })
+    await waitFor(() => notified.length >= 2, { what: 'the two submits to be announced' })
+    await waitFor(async () => (await sql`SELECT 1 FROM worker_jobs WHERE id = ${first.id} AND finished IS NOT NULL`).length > 0, {
+      what: "paced's first job to finish",
+    })
+    // The refill found the second job held by the rate (one start per minute): it is announced all the same.
+    await waitFor(() => notified.length >= 3, { timeoutMs: PROMPT_MS, what: 'the rate-held freed slot to be announced' })
+    expect(await startedOf(second.id)).toBeNull()
+  } finally {
+    await listener.unlisten()
+    await w.stop()
   }
 }, 30_000)

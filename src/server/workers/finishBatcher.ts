@@ -1,7 +1,6 @@
 import type { Logger } from '../log'
 import type { JobMetricsRecorder } from './jobMetrics'
 import { finishJobs, type Outcome } from './queue/finish'
-import { announceFreedSlots } from './queue/limits'
 import type { QueueDb } from './queueDb'
 
 /**
@@ -24,10 +23,11 @@ export class FinishBatcher {
     private readonly workerId: string,
     private readonly log: Logger,
     private readonly metrics: JobMetricsRecorder,
-    /** Called after each write, so a loop held back by unwritten outcomes can claim again. */
-    private readonly onWritten: () => void = () => {},
-    /** Whether a written batch freed a concurrency-limited slot: then every worker is woken (limits.ts). */
-    private readonly freesLimitedSlot: (batch: readonly Outcome[]) => boolean = () => false,
+    /**
+     * Called after each write (and awaited), so a loop held back by unwritten outcomes can claim again, and
+     * slots of concurrency-limited types the batch freed are refilled or announced (workerLoop.ts).
+     */
+    private readonly onWritten: (batch: readonly Outcome[]) => Promise<void> | void = () => {},
     private readonly retryDelayMs = 500,
   ) {}
 
@@ -76,10 +76,7 @@ export class FinishBatcher {
         const lost = batch.length - written.size
         if (lost > 0) this.log.warn({ lost }, 'outcomes not recorded: jobs were rescued by another worker first')
         this.inFlight = []
-        this.onWritten()
-        if (this.freesLimitedSlot(batch)) {
-          await this.queue.run((db) => announceFreedSlots(db)).catch((err) => this.log.warn({ err }, 'could not announce a freed concurrency slot'))
-        }
+        await this.onWritten(batch)
       } catch (err) {
         this.failingSince ??= Date.now()
         this.log.error({ err, count: batch.length }, 'recording job outcomes failed; retrying')

@@ -154,8 +154,8 @@ export class WorkerManager implements JobSubmitter {
     await this.rescue({ leaseExpired: true }, 'lease expired: its worker stopped responding')
     // After announce (the insert trigger now knows this server's limited types): rows written meanwhile
     // without their key, or of a type whose limit was removed, move to the claim their type needs now.
-    // Each announce repeats the cheap part of this (rows written since, limits removed by a deploy).
-    // A failure here must not stop the boot: the announces repeat the cheap part.
+    // Each announce repeats the cheap part of this (rows written since, limits removed by a deploy), so a
+    // failure here must not stop the boot.
     await reconcileLimitKeys(this.serverApp.db, this.serverApp.registry, { boot: true }).then(
       (keys) => this.logKeyRepair(keys),
       (err) => this.log.error({ err }, 'could not set the concurrency keys of pending rows at boot; the announces retry'),

@@ -111,7 +111,7 @@ export class WorkerLoop {
    * (an insert, a freed slot, a release, a repaired key), a due or rate timer, or the poll (claimRound).
    */
   private readonly quiet = new Set<string>()
-  /** Limited types whose slots this worker freed and will refill first (slotsFreed); the next round checks them. */
+  /** Limited types whose slots this worker freed and will refill first (refillHere); the next round checks them. */
   private readonly freed = new Set<string>()
   /**
    * Bumped by every reason to ask the limited types again (a NOTIFY, a look around). A claim round quiets
@@ -148,33 +148,33 @@ export class WorkerLoop {
       opts.workerId,
       log,
       serverApp.metrics,
-      () => {
+      async (batch) => {
         if (this.backlog) this.wake()
+        // A limited job's outcome frees a slot that jobs on any server may be waiting for.
+        const freed = batch.filter((o) => capped.has(o.job.type)).map((o) => o.job.type)
+        if (freed.length > 0 && !this.refillHere(freed)) await this.announceFreed()
       },
-      // A limited job's outcome frees a slot that jobs on any server may be waiting for.
-      (batch) => this.slotsFreed(batch.filter((o) => capped.has(o.job.type)).map((o) => o.job.type)),
     )
   }
 
   /**
-   * Outcomes of limited types were written: their slots are free. Returns whether every worker must be told
-   * now (the finisher NOTIFYs). This loop refills them first when it can (it has a free slot: the one just
+   * Outcomes of limited types were written: their slots are free. Returns false when every worker must be
+   * told now instead (the caller NOTIFYs). This loop refills them first when it can (it has a free slot: the one just
    * freed, unless outcomes pile up): telling every worker of every server costs each of them a heads read
    * and a claim under the type's lock, once per job of a limit-1 type, and all but one take nothing (a
    * fifth of a no-op flood's throughput beside such a type). After that round, the others are told only if
    * the type may still have work it could start (claimRound, `refilled`).
    */
-  private slotsFreed(types: string[]): boolean {
-    if (types.length === 0) return false
+  private refillHere(types: string[]): boolean {
     const free = this.opts.concurrency - this.running.size
     // Not while claims fail either: the loop is in a back-off sleep that no wake shortens.
-    if (this.stopping || free <= 0 || this.finisher.queued >= this.opts.concurrency || this.claimFailingSince !== null) return true
+    if (this.stopping || free <= 0 || this.finisher.queued >= this.opts.concurrency || this.claimFailingSince !== null) return false
     for (const t of types) {
       this.freed.add(t)
       this.quiet.delete(t)
     }
     this.wake()
-    return false
+    return true
   }
 
   /** Cancels held for jobs not running here yet (diagnostics and tests). */
@@ -445,27 +445,21 @@ export class WorkerLoop {
    * are left after every claim has run once, those with rows past their bound run again without it.
    *
    * A limited type becomes quiet when it has no due row, or when its claim took fewer rows than asked and
-   * had nothing it may start past its bound (its limits hold the rest back): asking it again before something changes would cost a
-   * transaction under its lock for nothing, once per round of a flood. Every change that can give it
+   * had nothing it may start past its bound (its limits hold the rest back): asking it again before
+   * something changes would cost a transaction under its lock for nothing, once per round of a flood. Every change that can give it
    * work comes with a NOTIFY (an insert, a freed slot, a repaired key) or a timer (a due time, a rate's
    * window), and those clear the quiet set; a round that saw such news while it ran quiets nothing, since
    * its heads were read before.
    */
   private async claimRound(free: number): Promise<WorkerJob[]> {
-    const q = this.opts.queueDb
-    const claim = { workerId: this.opts.workerId, leaseMs: this.opts.leaseMs }
     this.rounds++
     // Most servers have no limited type: their round is the one statement, with nothing allocated.
-    if (this.limited.length === 0) {
-      return this.types.length === 0 ? [] : q.run((db) => claimJobs(db, { ...claim, limit: free, types: this.types }))
-    }
+    if (this.limited.length === 0) return this.claimCommon({ limit: free })
     // Slots freed before this round: settled by it, or announced to every worker after it.
     const refilled = [...this.freed]
     this.freed.clear()
     const asked = this.limitedNames.filter((t) => !this.quiet.has(t))
-    if (asked.length === 0) {
-      return this.types.length === 0 ? [] : q.run((db) => claimJobs(db, { ...claim, limit: free, types: this.types }))
-    }
+    if (asked.length === 0) return this.claimCommon({ limit: free })
     const news = this.limitedNews
     try {
       return await this.claimInOrder(free, asked, news, refilled)
@@ -494,7 +488,7 @@ export class WorkerLoop {
       const left = free - claimed.length
       const bound = maxPriority === undefined ? {} : { maxPriority }
       if (source.kind === 'common') {
-        claimed = claimed.concat(await q.run((db) => claimJobs(db, { ...claim, ...bound, limit: left, types: this.types })))
+        claimed = claimed.concat(await this.claimCommon({ ...bound, limit: left }))
         return maxPriority !== undefined
       }
       const limits = this.limitOfType.get(source.type)!
@@ -531,6 +525,12 @@ export class WorkerLoop {
     return claimed
   }
 
+  /** The common claim (types without a limit) for `limit` slots, up to `maxPriority` if given. */
+  private claimCommon(opts: { limit: number; maxPriority?: number }): Promise<WorkerJob[]> {
+    if (this.types.length === 0) return Promise.resolve([])
+    return this.opts.queueDb.run((db) => claimJobs(db, { workerId: this.opts.workerId, leaseMs: this.opts.leaseMs, types: this.types, ...opts }))
+  }
+
   private async announceFreed(): Promise<void> {
     await this.opts.queueDb.run((db) => announceFreedSlots(db)).catch((err) => this.log.warn({ err }, 'could not announce a freed concurrency slot'))
   }
@@ -544,8 +544,7 @@ export class WorkerLoop {
     if (this.types.length === 0) return
     const sentAt = this.now()
     try {
-      const claim = { workerId: this.opts.workerId, leaseMs: this.opts.leaseMs, limit, types: this.types, maxPriority: -1 }
-      for (const job of await this.opts.queueDb.run((db) => claimJobs(db, claim))) this.startJob(job, sentAt)
+      for (const job of await this.claimCommon({ limit, maxPriority: -1 })) this.startJob(job, sentAt)
       this.claimFailingSince = null
     } catch (err) {
       this.unknownClaims = true

@@ -14,9 +14,10 @@ const CLAIMABLE = sql.raw(CLAIMABLE_TEXT)
 /**
  * The distinct priorities of the claimable rows, lowest first, as a recursive CTE named `priorities` (a
  * loose index scan of worker_jobs_claim_idx: each step is one descent to the next larger priority). The
- * last row is a NULL that ends the recursion; readers skip it.
+ * last row is a NULL that ends the recursion; readers skip it. The claim, nextLook and dueHeads (heads.ts)
+ * read it.
  */
-const PRIORITIES = sql`priorities AS (
+export const PRIORITIES = sql`priorities AS (
       (SELECT priority FROM worker_jobs WHERE ${CLAIMABLE} ORDER BY priority LIMIT 1)
       UNION ALL
       SELECT (SELECT w.priority FROM worker_jobs AS w WHERE ${CLAIMABLE} AND w.priority > p.priority ORDER BY w.priority LIMIT 1)

@@ -1,5 +1,6 @@
 import { sql } from 'drizzle-orm'
 import { type Executor, runQuery } from '../../db/client'
+import { PRIORITIES } from './claim'
 import { textArray } from './params'
 import { CLAIMABLE_TEXT, LIMITED_PENDING_TEXT } from './states'
 
@@ -19,8 +20,9 @@ export type Source = { kind: 'common' } | { kind: 'limited'; type: string }
  * claimRound). A limited type's head ignores its limit: it may be held back, and then its claim takes
  * nothing and the slots go on to the next source.
  *
- * Each head is a loose index scan, as the claim's own (claim.ts): one descent per distinct priority of the
- * pending rows (worker_jobs_claim_idx, or worker_jobs_limited_head_idx for a limited type), then one to the
+ * Each head is a loose index scan, as the claim's own (claim.ts, whose PRIORITIES it shares for the common
+ * rows): one descent per distinct priority of the pending rows (worker_jobs_claim_idx, or
+ * worker_jobs_limited_head_idx for a limited type), then one to the
  * first due row of that priority. Future-dated rows are never walked, so the cost is the number of
  * priorities in use, not the backlog.
  */
@@ -34,12 +36,7 @@ export async function dueHeads(
   const rows = await runQuery(
     db,
     sql`
-    WITH RECURSIVE cp AS (
-      (SELECT priority FROM worker_jobs WHERE ${claimable} ORDER BY priority LIMIT 1)
-      UNION ALL
-      SELECT (SELECT w.priority FROM worker_jobs AS w WHERE ${claimable} AND w.priority > cp.priority ORDER BY w.priority LIMIT 1)
-      FROM cp WHERE cp.priority IS NOT NULL
-    ), lp AS (
+    WITH RECURSIVE ${PRIORITIES}, lp AS (
       SELECT t.type, (SELECT priority FROM worker_jobs WHERE ${limitedPending} AND type = t.type ORDER BY priority LIMIT 1) AS priority
       FROM unnest(${textArray(limitedTypes)}) AS t(type)
       UNION ALL
@@ -47,16 +44,16 @@ export async function dueHeads(
                        WHERE ${limitedPending} AND w.type = lp.type AND w.priority > lp.priority ORDER BY w.priority LIMIT 1)
       FROM lp WHERE lp.priority IS NOT NULL
     )
-    (SELECT NULL::text AS type, cp.priority, extract(epoch FROM x.due)::float8 * 1000 AS due_ms, x.id
-     FROM cp CROSS JOIN LATERAL (
+    (SELECT NULL::text AS type, p.priority, extract(epoch FROM x.due)::float8 * 1000 AS due_ms, x.id
+     FROM priorities AS p CROSS JOIN LATERAL (
        SELECT due, id FROM worker_jobs
-       WHERE ${claimable} AND priority = cp.priority AND due <= now() AND type = ANY(${textArray(commonTypes)})
+       WHERE ${claimable} AND priority = p.priority AND due <= now() AND type = ANY(${textArray(commonTypes)})
        ORDER BY due, id LIMIT 1
      ) AS x
      -- No ORDER BY: the recursion yields the priorities lowest first and the nested loop keeps that order,
      -- so LIMIT 1 stops at the first priority with a due row (as the claim's own picked CTE does). A sort
      -- would run every lateral first: 16 ms with 2,000 priorities in use instead of a fraction of one.
-     WHERE cp.priority IS NOT NULL
+     WHERE p.priority IS NOT NULL
      LIMIT 1)
     UNION ALL
     (SELECT DISTINCT ON (lp.type) lp.type, lp.priority, extract(epoch FROM x.due)::float8 * 1000, x.id

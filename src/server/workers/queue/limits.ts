@@ -26,7 +26,7 @@ import { LIMITED_PENDING_TEXT, RUNNING } from './states'
  *   the same lock (see claimLimited).
  * - A held-back job stays pending, untouched (not claimed and released in a loop). When a slot frees, the
  *   worker that wrote the outcome claims again at once, and NOTIFYs the jobs channel (announceFreedSlots)
- *   unless that claim took all the type's limits allow (workerLoop.ts, slotsFreed); the rescuer's release
+ *   unless that claim took all the type's limits allow (workerLoop.ts, refillHere); the rescuer's release
  *   and finish do so too, so a waiting job starts at once instead of at the next poll.
  */
 

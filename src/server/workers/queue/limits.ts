@@ -90,10 +90,18 @@ export function concurrencyKeyOf(def: Job, data: unknown): string | null {
 const UNLIMITED = 2_147_483_647
 
 /**
- * Claims up to `limit` due jobs of one limited type, within its limits. The keys with pending rows are
- * found by a loose index scan of worker_jobs_limited_idx (one descent per key), and each key contributes
- * at most its free slots, taken in (priority, due, id) order; the heads of all keys are then merged in
- * that order up to the type's free slots. Its cost grows with the number of keys that have pending rows.
+ * Claims up to `limit` due jobs of one limited type, within its limits, taken in (priority, due, id) order
+ * among the rows its limits let start (each key gives at most its free slots).
+ *
+ * Finding them, for a keyed type: first a window, the first WINDOW due rows of the type in that order
+ * (worker_jobs_limited_head_idx, one descent per priority in use), keeping those whose key has room. That
+ * answer is exact when it takes all the type may start, or when the window held every due row, or when it
+ * reached a row past the claim's priority bound that may start; then the claim costs the window, whatever
+ * the number of keys. Otherwise (the window was all rows of keys already full: one wallet's long backlog
+ * in front) the same transaction walks every key with pending rows (a loose index scan of
+ * worker_jobs_limited_idx, one descent per key) for the rest. The walk alone cost one descent per key on
+ * every claim: 540 ms with 100,000 keys, under the type's lock, so every claim of the type in the cluster
+ * waited behind it. A type-wide limit has one key (''), so it takes the walk directly.
  *
  * Rates: a rate-limited type logs every start in worker_rate_starts, and a slot is free while fewer than
  * `max` starts lie inside the window that ends now (a sliding log: never more than `max` in any window,
@@ -107,33 +115,49 @@ export async function claimLimited(
   opts: ClaimOptions & { type: string; limits: TypeLimit },
 ): Promise<{ jobs: WorkerJob[]; retryInMs: number | null; moreBeyondBound: boolean }> {
   const { rate, keyRate } = opts.limits
-  const logged = rate !== null || keyRate !== null
-  const rows = await db.transaction(async (tx) => {
+  return db.transaction(async (tx) => {
     await tx.execute(sql`SELECT pg_advisory_xact_lock(hashtextextended(${`worker_jobs.limit:${opts.type}`}, 0))`)
-    if (logged) {
+    if (rate !== null || keyRate !== null) {
       const longest = Math.max(rate?.perMs ?? 0, keyRate?.perMs ?? 0)
       await tx.execute(sql`DELETE FROM worker_rate_starts WHERE type = ${opts.type} AND at <= clock_timestamp() - make_interval(secs => ${longest / 1000})`)
     }
-    return runQuery(tx, limitedClaimStatement(opts))
+    // Each statement reads a snapshot taken after the previous one, in the same transaction: the walk
+    // counts the window's claims as running, and its rate starts as logged.
+    let jobs: WorkerJob[] = []
+    let rows: Record<string, unknown>[] = []
+    if (isKeyed(opts.limits)) {
+      rows = await runQuery(tx, windowClaimStatement(opts))
+      jobs = decodeClaimed(rows, opts)
+      if (rows[0]?.exact === true) return limitedResult(jobs, rows)
+    }
+    rows = await runQuery(tx, limitedClaimStatement({ ...opts, limit: opts.limit - jobs.length }))
+    return limitedResult(jobs.concat(decodeClaimed(rows, opts)), rows)
   })
+}
+
+function limitedResult(jobs: WorkerJob[], rows: Record<string, unknown>[]) {
   const retryInMs = rows[0]?.retry_in_ms
   return {
-    jobs: decodeClaimed(rows, opts),
+    jobs,
     retryInMs: retryInMs === null || retryInMs === undefined ? null : Number(retryInMs),
     moreBeyondBound: rows[0]?.beyond_bound === true,
   }
 }
 
+const isKeyed = (limits: TypeLimit) => limits.perKey !== null || limits.keyRate !== null
+
+/** How many due rows the window of a keyed claim reads: a few times what it may take, within bounds. */
+export const windowRows = (limit: number) => Math.min(1000, Math.max(64, 4 * limit))
+
 /**
- * The statement of claimLimited, to run under the type's advisory lock (exported for the tests that read
- * its plan).
+ * The pieces both statements share: the running rows per key, what the type and a key may still start,
+ * the claim of the picked rows with its rate log, and the columns the caller reads.
  */
-export function limitedClaimStatement(opts: ClaimOptions & { type: string; limits: TypeLimit }): SQL {
+function limitParts(opts: ClaimOptions & { type: string; limits: TypeLimit }) {
   const { rate, keyRate } = opts.limits
   const perKey = opts.limits.perKey ?? UNLIMITED
   const typeCap = opts.limits.concurrency ?? UNLIMITED
   const logged = rate !== null || keyRate !== null
-  const keyed = opts.limits.perKey !== null || keyRate !== null
   const windowOf = (r: RateLimit | null) => sql`make_interval(secs => ${(r?.perMs ?? 0) / 1000})`
   // The claim takes rows up to this priority; `beyond_bound` says whether its limits would have let it
   // start any past it (heads are each key's first rows within its limits, whatever their priority).
@@ -141,9 +165,6 @@ export function limitedClaimStatement(opts: ClaimOptions & { type: string; limit
   // Each rate is a count of the starts inside its window; a type without that rate counts nothing.
   const typeStarts = rate
     ? sql`(SELECT count(*)::int FROM worker_rate_starts, clock WHERE type = ${opts.type} AND at > clock.t - ${windowOf(rate)})`
-    : sql`0`
-  const keyStarts = keyRate
-    ? sql`(SELECT count(*)::int FROM worker_rate_starts, clock WHERE type = ${opts.type} AND key = keys.k AND at > clock.t - ${windowOf(keyRate)})`
     : sql`0`
   // When the oldest start in a window leaves it. The starts this claim logs are not visible to the
   // statement that writes them, so they count through `claimed` (they are all at clock.t).
@@ -153,35 +174,30 @@ export function limitedClaimStatement(opts: ClaimOptions & { type: string; limit
           (SELECT min(at) FROM worker_rate_starts, clock WHERE type = ${opts.type} AND at > clock.t - ${windowOf(r)}),
           (SELECT clock.t FROM clock WHERE EXISTS (SELECT 1 FROM claimed))) + ${windowOf(r)})`
       : sql`NULL::timestamptz`
-  // What the type as a whole may still start in this claim. Each key's LATERAL is capped by it too: a
-  // key can never give more rows than the claim keeps, and without the cap a type-wide limit (every row
-  // under the one key '') read and sorted its whole due backlog on every claim, under the type's lock.
+  // What the type as a whole may still start in this claim. Each key's rows are capped by it too: a key
+  // can never give more rows than the claim keeps, and without the cap a type-wide limit (every row under
+  // the one key '') read and sorted its whole due backlog on every claim, under the type's lock.
   const typeFree = sql`least(
         ${opts.limit}::int,
         ${typeCap}::int - (SELECT coalesce(sum(n), 0)::int FROM running),
         ${rate?.max ?? UNLIMITED}::int - ${typeStarts})`
-  return sql`
-    WITH RECURSIVE clock AS MATERIALIZED (SELECT clock_timestamp() AS t),
-    keys AS (
-      (SELECT concurrency_key AS k FROM worker_jobs
-       WHERE ${LIMITED_PENDING} AND type = ${opts.type} ORDER BY concurrency_key LIMIT 1)
-      UNION ALL
-      SELECT (SELECT w.concurrency_key FROM worker_jobs AS w
-              WHERE ${LIMITED_PENDING} AND w.type = ${opts.type} AND w.concurrency_key > keys.k ORDER BY w.concurrency_key LIMIT 1)
-      FROM keys WHERE keys.k IS NOT NULL
-    ), running AS (
+  return {
+    /** The first CTEs: the claim's clock, and the type's running rows per key. */
+    head: sql`clock AS MATERIALIZED (SELECT clock_timestamp() AS t),
+    running AS (
       SELECT concurrency_key AS k, count(*)::int AS n FROM worker_jobs WHERE ${RUNNING} AND type = ${opts.type} GROUP BY concurrency_key
-    ), heads AS (
-      SELECT x.id, x.priority, x.due FROM keys
-      LEFT JOIN running AS r ON r.k = keys.k
-      CROSS JOIN LATERAL (
-        SELECT id, priority, due FROM worker_jobs
-        WHERE ${LIMITED_PENDING} AND type = ${opts.type} AND concurrency_key = keys.k AND due <= now()
-        ORDER BY priority, due, id
-        LIMIT greatest(0, least(${perKey}::int - coalesce(r.n, 0), ${keyRate?.max ?? UNLIMITED}::int - ${keyStarts}, ${typeFree}))
-      ) AS x
-      WHERE keys.k IS NOT NULL${keyed ? sql` AND keys.k <> ${UNKEYED}` : sql``}
-    ), picked AS MATERIALIZED (
+    )`,
+    typeFree,
+    /** How many more rows key `k` may start (its running rows are `n`); `k` is not the unkeyed bucket. */
+    keyRoom: (k: SQL, n: SQL) => {
+      const keyStarts = keyRate
+        ? sql`(SELECT count(*)::int FROM worker_rate_starts, clock WHERE type = ${opts.type} AND key = ${k} AND at > clock.t - ${windowOf(keyRate)})`
+        : sql`0`
+      return sql`greatest(0, least(${perKey}::int - coalesce(${n}, 0), ${keyRate?.max ?? UNLIMITED}::int - ${keyStarts}, ${typeFree}))`
+    },
+    keyed: isKeyed(opts.limits) ? (k: SQL) => sql` AND ${k} <> ${UNKEYED}` : () => sql``,
+    /** `picked` from the `heads` CTE, the claim, and the columns (plus `extra`). */
+    tail: (extra?: SQL) => sql`picked AS MATERIALIZED (
       SELECT id FROM heads
       WHERE priority <= ${bound}::int
       ORDER BY priority, due, id
@@ -195,8 +211,80 @@ export function limitedClaimStatement(opts: ClaimOptions & { type: string; limit
       // database's would otherwise wake early and claim in vain every few ms until its clock caught up.
       columns: sql`EXISTS (SELECT 1 FROM heads WHERE priority > ${bound}::int) AS beyond_bound${
         logged ? sql`, extract(epoch FROM least(${nextFree(rate)}, ${nextFree(keyRate)}) - (SELECT t FROM clock)) * 1000 AS retry_in_ms` : sql``
-      }`,
-    })}`
+      }${extra ? sql`, ${extra}` : sql``}`,
+    })}`,
+  }
+}
+
+/**
+ * The walk of every key with pending rows, to run under the type's advisory lock (exported for the tests
+ * that read its plan). Each key contributes at most its free slots, taken in (priority, due, id) order;
+ * the heads of all keys are then merged in that order up to the type's free slots.
+ */
+export function limitedClaimStatement(opts: ClaimOptions & { type: string; limits: TypeLimit }): SQL {
+  const p = limitParts(opts)
+  return sql`
+    WITH RECURSIVE ${p.head},
+    keys AS (
+      (SELECT concurrency_key AS k FROM worker_jobs
+       WHERE ${LIMITED_PENDING} AND type = ${opts.type} ORDER BY concurrency_key LIMIT 1)
+      UNION ALL
+      SELECT (SELECT w.concurrency_key FROM worker_jobs AS w
+              WHERE ${LIMITED_PENDING} AND w.type = ${opts.type} AND w.concurrency_key > keys.k ORDER BY w.concurrency_key LIMIT 1)
+      FROM keys WHERE keys.k IS NOT NULL
+    ), heads AS (
+      SELECT x.id, x.priority, x.due FROM keys
+      LEFT JOIN running AS r ON r.k = keys.k
+      CROSS JOIN LATERAL (
+        SELECT id, priority, due FROM worker_jobs
+        WHERE ${LIMITED_PENDING} AND type = ${opts.type} AND concurrency_key = keys.k AND due <= now()
+        ORDER BY priority, due, id
+        LIMIT ${p.keyRoom(sql`keys.k`, sql`r.n`)}
+      ) AS x
+      WHERE keys.k IS NOT NULL${p.keyed(sql`keys.k`)}
+    ), ${p.tail()}`
+}
+
+/**
+ * The window of a keyed claim (see claimLimited), to run under the type's advisory lock (exported for the
+ * tests). `win` is the type's first windowRows(limit) due rows in (priority, due, id) order: the distinct
+ * priorities of its pending rows lowest first (one descent each of worker_jobs_limited_head_idx), and for
+ * each the due rows in (due, id) order. No ORDER BY above the LATERAL: the recursion yields priorities in
+ * order and the nested loop keeps it, so LIMIT stops the scan (as the common claim's picked CTE does). Each
+ * key keeps its first rows up to its room. `exact` says whether the answer is the walk's (see claimLimited).
+ */
+export function windowClaimStatement(opts: ClaimOptions & { type: string; limits: TypeLimit }): SQL {
+  const p = limitParts(opts)
+  const rows = windowRows(opts.limit)
+  const bound = opts.maxPriority ?? MAX_PRIORITY
+  return sql`
+    WITH RECURSIVE ${p.head},
+    lp AS (
+      (SELECT priority FROM worker_jobs WHERE ${LIMITED_PENDING} AND type = ${opts.type} ORDER BY priority LIMIT 1)
+      UNION ALL
+      SELECT (SELECT w.priority FROM worker_jobs AS w
+              WHERE ${LIMITED_PENDING} AND w.type = ${opts.type} AND w.priority > lp.priority ORDER BY w.priority LIMIT 1)
+      FROM lp WHERE lp.priority IS NOT NULL
+    ), win AS MATERIALIZED (
+      SELECT x.id, x.k, x.priority, x.due FROM lp CROSS JOIN LATERAL (
+        SELECT id, concurrency_key AS k, priority, due FROM worker_jobs
+        WHERE ${LIMITED_PENDING} AND type = ${opts.type} AND priority = lp.priority AND due <= now()
+        ORDER BY due, id
+        LIMIT ${rows}::int
+      ) AS x
+      WHERE lp.priority IS NOT NULL
+      LIMIT ${rows}::int
+    ), heads AS (
+      SELECT w.id, w.priority, w.due FROM (
+        SELECT win.*, row_number() OVER (PARTITION BY win.k ORDER BY win.priority, win.due, win.id) AS nth FROM win
+      ) AS w
+      LEFT JOIN running AS r ON r.k = w.k
+      WHERE w.nth <= ${p.keyRoom(sql`w.k`, sql`r.n`)}${p.keyed(sql`w.k`)}
+    ), ${p.tail(sql`(
+      (SELECT count(*) FROM win) < ${rows}::int
+      OR (SELECT count(*) FROM picked) >= ${p.typeFree}
+      OR EXISTS (SELECT 1 FROM heads WHERE priority > ${bound}::int)
+    ) AS exact`)}`
 }
 
 /** The pending rows of limited types, exactly worker_jobs_limited_idx's predicate. */

@@ -33,17 +33,9 @@ export async function dueHeads(
 ): Promise<{ common: Head | null; limited: Map<string, Head> }> {
   const claimable = sql.raw(CLAIMABLE_TEXT)
   const limitedPending = sql.raw(LIMITED_PENDING_TEXT)
-  const rows = await runQuery(
-    db,
-    sql`
-    WITH RECURSIVE ${PRIORITIES}, lp AS (
-      SELECT t.type, (SELECT priority FROM worker_jobs WHERE ${limitedPending} AND type = t.type ORDER BY priority LIMIT 1) AS priority
-      FROM unnest(${textArray(limitedTypes)}) AS t(type)
-      UNION ALL
-      SELECT lp.type, (SELECT w.priority FROM worker_jobs AS w
-                       WHERE ${limitedPending} AND w.type = lp.type AND w.priority > lp.priority ORDER BY w.priority LIMIT 1)
-      FROM lp WHERE lp.priority IS NOT NULL
-    )
+  // Without common types (a server whose every type is limited) that part is left out: its loose scan
+  // would still walk the claim index to find nothing.
+  const commonPart = sql`
     (SELECT NULL::text AS type, p.priority, extract(epoch FROM x.due)::float8 * 1000 AS due_ms, x.id
      FROM priorities AS p CROSS JOIN LATERAL (
        SELECT due, id FROM worker_jobs
@@ -55,8 +47,21 @@ export async function dueHeads(
      -- would run every lateral first: 16 ms with 2,000 priorities in use instead of a fraction of one.
      WHERE p.priority IS NOT NULL
      LIMIT 1)
-    UNION ALL
-    (SELECT DISTINCT ON (lp.type) lp.type, lp.priority, extract(epoch FROM x.due)::float8 * 1000, x.id
+    UNION ALL`
+  const withCommon = commonTypes.length > 0
+  const rows = await runQuery(
+    db,
+    sql`
+    WITH RECURSIVE ${withCommon ? sql`${PRIORITIES}, ` : sql``}lp AS (
+      SELECT t.type, (SELECT priority FROM worker_jobs WHERE ${limitedPending} AND type = t.type ORDER BY priority LIMIT 1) AS priority
+      FROM unnest(${textArray(limitedTypes)}) AS t(type)
+      UNION ALL
+      SELECT lp.type, (SELECT w.priority FROM worker_jobs AS w
+                       WHERE ${limitedPending} AND w.type = lp.type AND w.priority > lp.priority ORDER BY w.priority LIMIT 1)
+      FROM lp WHERE lp.priority IS NOT NULL
+    )
+    ${withCommon ? commonPart : sql``}
+    (SELECT DISTINCT ON (lp.type) lp.type, lp.priority, extract(epoch FROM x.due)::float8 * 1000${withCommon ? sql`` : sql` AS due_ms`}, x.id
      FROM lp CROSS JOIN LATERAL (
        SELECT due, id FROM worker_jobs
        WHERE ${limitedPending} AND type = lp.type AND priority = lp.priority AND due <= now()

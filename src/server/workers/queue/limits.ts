@@ -116,7 +116,14 @@ export async function claimLimited(
 ): Promise<{ jobs: WorkerJob[]; retryInMs: number | null; moreBeyondBound: boolean }> {
   const { rate, keyRate } = opts.limits
   return db.transaction(async (tx) => {
-    await tx.execute(sql`SELECT pg_advisory_xact_lock(hashtextextended(${`worker_jobs.limit:${opts.type}`}, 0))`)
+    // With the lock, for this transaction only: no bitmap scans. The running count reads the running-lease
+    // index, where every finished job leaves a dead entry until vacuum. A plain index scan marks the dead
+    // entries it meets so the next scan skips them; a bitmap scan never does, and the planner chose one
+    // after a flood: each claim then re-read the flood's 100,000 entries and their heap pages (8 ms a claim,
+    // tripling the gap between a limit-1 type's jobs until autovacuum came).
+    await tx.execute(
+      sql`SELECT pg_advisory_xact_lock(hashtextextended(${`worker_jobs.limit:${opts.type}`}, 0)), set_config('enable_bitmapscan', 'off', true)`,
+    )
     if (rate !== null || keyRate !== null) {
       const longest = Math.max(rate?.perMs ?? 0, keyRate?.perMs ?? 0)
       await tx.execute(sql`DELETE FROM worker_rate_starts WHERE type = ${opts.type} AND at <= clock_timestamp() - make_interval(secs => ${longest / 1000})`)

@@ -1,5 +1,5 @@
 import { type SQL, sql } from 'drizzle-orm'
-import { type Database, type Executor, runQuery } from '../../db/client'
+import { type Database, type Executor, pipelinedTransaction, runQuery } from '../../db/client'
 import type { WorkerJob } from '../../db/schema'
 import type { Job, JobRegistry, RateLimit } from '../jobs/types'
 import { type ClaimOptions, claimedJobsSelect, decodeClaimed, MAX_PRIORITY } from './claim'
@@ -98,7 +98,7 @@ const UNLIMITED = 2_147_483_647
  * answer is exact when it takes all the type may start, or when the window held every due row, or when it
  * reached a row past the claim's priority bound that may start; then the claim costs the window, whatever
  * the number of keys. Otherwise (the window was all rows of keys already full: one wallet's long backlog
- * in front) the same transaction walks every key with pending rows (a loose index scan of
+ * in front) a second transaction under the same lock walks every key with pending rows (a loose index scan of
  * worker_jobs_limited_idx, one descent per key) for the rest. The walk alone cost one descent per key on
  * every claim: 540 ms with 100,000 keys, under the type's lock, so every claim of the type in the cluster
  * waited behind it. A type-wide limit has one key (''), so it takes the walk directly.
@@ -115,31 +115,26 @@ export async function claimLimited(
   opts: ClaimOptions & { type: string; limits: TypeLimit },
 ): Promise<{ jobs: WorkerJob[]; retryInMs: number | null; moreBeyondBound: boolean }> {
   const { rate, keyRate } = opts.limits
-  return db.transaction(async (tx) => {
-    // With the lock, for this transaction only: no bitmap scans. The running count reads the running-lease
-    // index, where every finished job leaves a dead entry until vacuum. A plain index scan marks the dead
-    // entries it meets so the next scan skips them; a bitmap scan never does, and the planner chose one
-    // after a flood: each claim then re-read the flood's 100,000 entries and their heap pages (8 ms a claim,
-    // tripling the gap between a limit-1 type's jobs until autovacuum came).
-    await tx.execute(
-      sql`SELECT pg_advisory_xact_lock(hashtextextended(${`worker_jobs.limit:${opts.type}`}, 0)), set_config('enable_bitmapscan', 'off', true)`,
-    )
-    if (rate !== null || keyRate !== null) {
-      const longest = Math.max(rate?.perMs ?? 0, keyRate?.perMs ?? 0)
-      await tx.execute(sql`DELETE FROM worker_rate_starts WHERE type = ${opts.type} AND at <= clock_timestamp() - make_interval(secs => ${longest / 1000})`)
-    }
-    // Each statement reads a snapshot taken after the previous one, in the same transaction: the walk
-    // counts the window's claims as running, and its rate starts as logged.
-    let jobs: WorkerJob[] = []
-    let rows: Record<string, unknown>[] = []
-    if (isKeyed(opts.limits)) {
-      rows = await runQuery(tx, windowClaimStatement(opts))
-      jobs = decodeClaimed(rows, opts)
-      if (rows[0]?.exact === true) return limitedResult(jobs, rows)
-    }
-    rows = await runQuery(tx, limitedClaimStatement({ ...opts, limit: opts.limit - jobs.length }))
-    return limitedResult(jobs.concat(decodeClaimed(rows, opts)), rows)
-  })
+  // With the lock, for this transaction only: no bitmap scans. The running count reads the running-lease
+  // index, where every finished job leaves a dead entry until vacuum. A plain index scan marks the dead
+  // entries it meets so the next scan skips them; a bitmap scan never does, and the planner chose one
+  // after a flood: each claim then re-read the flood's 100,000 entries and their heap pages (8 ms a claim,
+  // tripling the gap between a limit-1 type's jobs until autovacuum came).
+  const lock = sql`SELECT pg_advisory_xact_lock(hashtextextended(${`worker_jobs.limit:${opts.type}`}, 0)), set_config('enable_bitmapscan', 'off', true)`
+  const prune =
+    rate !== null || keyRate !== null
+      ? [sql`DELETE FROM worker_rate_starts WHERE type = ${opts.type} AND at <= clock_timestamp() - make_interval(secs => ${Math.max(rate?.perMs ?? 0, keyRate?.perMs ?? 0) / 1000})`]
+      : []
+  // One round trip: the lock, the prune and the claim are pipelined (each statement's snapshot is taken
+  // after the one before it ran, so the claim sees every claim committed before the lock was granted).
+  const keyed = isKeyed(opts.limits)
+  const first = (await pipelinedTransaction(db, [lock, ...prune, keyed ? windowClaimStatement(opts) : limitedClaimStatement(opts)])).at(-1)!
+  const jobs = decodeClaimed(first, opts)
+  if (!keyed || first[0]?.exact === true) return limitedResult(jobs, first)
+  // The window was all rows of keys already full: the walk takes the rest, in a transaction of its own under
+  // the same lock (it counts the window's claims, committed, as running, and their rate starts as logged).
+  const rest = (await pipelinedTransaction(db, [lock, limitedClaimStatement({ ...opts, limit: opts.limit - jobs.length })])).at(-1)!
+  return limitedResult(jobs.concat(decodeClaimed(rest, opts)), rest)
 }
 
 function limitedResult(jobs: WorkerJob[], rows: Record<string, unknown>[]) {

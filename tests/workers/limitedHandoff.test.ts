@@ -124,3 +124,37 @@ test("a limited job claimed first in a round starts before the round's later cla
   const runs = await sql`SELECT count(*)::int AS n FROM test_job_runs`
   expect(runs[0]!.n).toBe(1)
 })
+
+test('ordinary outcomes that cannot be written still show in /health while the express lane writes', async () => {
+  await sql`DELETE FROM worker_jobs`
+  await sql`INSERT INTO worker_jobs (type, data) VALUES ('noop', '{}')`
+  await sql`INSERT INTO worker_jobs (type, data, concurrency_key) VALUES ('serial', '{}', '')`
+  const queue = new QueueDb(db.url, { max: 3 }, 10_000)
+  const workerId = 'handoff/health'
+  try {
+    const [plain] = await queue.run((d) => claimJobs(d, { workerId, limit: 1, leaseMs: 60_000, types: ['noop'] }))
+    const serial = await queue.run((d) =>
+      claimLimited(d, { workerId, limit: 1, leaseMs: 60_000, types: ['serial'], type: 'serial', limits: limitOf(app.registry.serial)! }),
+    )
+    // The first write (the ordinary outcome's) fails; the ones after it go through.
+    let calls = 0
+    const run = queue.run.bind(queue)
+    queue.run = (async (fn: Parameters<QueueDb['run']>[0]) => {
+      if (++calls === 1) throw Object.assign(new Error('connection reset'), { code: 'ECONNRESET' })
+      return run(fn)
+    }) as QueueDb['run']
+    const written: number[] = []
+    const finisher = new FinishBatcher(queue, workerId, app.log, app.metrics, (batch) => void written.push(...batch.map((o) => o.job.id)), 300, (o) => o.job.type === 'serial')
+    finisher.add({ job: plain!, success: true, result: null })
+    await waitFor(() => finisher.failingSince !== null, { what: 'the ordinary write to fail' })
+    finisher.add({ job: serial.jobs[0]!, success: true, result: null })
+    await waitFor(() => written.includes(serial.jobs[0]!.id), { what: "the limited job's outcome to be written" })
+    // The express write succeeded; the ordinary outcome is still unwritten, and /health must say so.
+    if (!written.includes(plain!.id)) expect(finisher.failingSince).not.toBeNull()
+    await finisher.drained()
+    expect(written).toContain(plain!.id)
+    expect(finisher.failingSince).toBeNull()
+  } finally {
+    await queue.close()
+  }
+})

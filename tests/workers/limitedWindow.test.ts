@@ -3,7 +3,7 @@ import { type SQL, sql as dsql } from 'drizzle-orm'
 import type postgres from 'postgres'
 import { createDb, type Database, type DbHandle } from '../../src/server/db/client'
 import type { RateLimit } from '../../src/server/workers/jobs/types'
-import { claimLimited, limitedClaimStatement, type TypeLimit, UNKEYED, windowClaimStatement, windowRows } from '../../src/server/workers/queue/limits'
+import { claimLimited, limitedClaimStatement, type TypeLimit, UNKEYED, WIDE_WINDOW_ROWS, windowClaimStatement, windowRows } from '../../src/server/workers/queue/limits'
 import { createTestDatabase, type TestDatabase } from '../helpers/db'
 import { sqlClient } from '../helpers/engine'
 
@@ -80,19 +80,31 @@ test('with 20,000 keys holding a due row each, a claim reads the window, not one
   expect(read).toBeLessThanOrEqual(windowRows(3) + 10)
 })
 
-test("one key's long backlog in front of the window: the claim still finds the other keys' rows", async () => {
-  await sql`DELETE FROM worker_jobs`
-  // 'busy' is at its limit (one running) and holds the first 2,000 due rows; 'idle' has one row after them.
-  await sql`INSERT INTO worker_jobs (type, data, concurrency_key, started, locked_by, lease_expires_at)
-            VALUES (${TYPE}, '{}', 'busy', now(), 'someone', now() + interval '1 minute')`
-  await sql`INSERT INTO worker_jobs (type, data, concurrency_key, due) SELECT ${TYPE}, '{}', 'busy', now() - interval '1 hour' FROM generate_series(1, 2000)`
-  await sql`INSERT INTO worker_jobs (type, data, concurrency_key, due) VALUES (${TYPE}, '{}', 'idle', now() - interval '1 minute')`
-  const limits: TypeLimit = { concurrency: null, perKey: 1, rate: null, keyRate: null }
-  const window = await dryRun(handle.db, windowClaimStatement(claimOpts(limits, 1)))
-  expect(window.exact).toBe(false)
-  const got = await claimLimited(handle.db, claimOpts(limits, 1))
-  expect(got.jobs.map((j) => j.concurrencyKey)).toEqual(['idle'])
-})
+for (const c of [
+  { backlog: 2_000, path: 'the wider window', walks: false },
+  { backlog: WIDE_WINDOW_ROWS + 1_000, path: 'the walk of every key', walks: true },
+]) {
+  test(`one busy key's backlog of ${c.backlog.toLocaleString()} rows in front: ${c.path} finds the other keys' rows`, async () => {
+    await sql`DELETE FROM worker_jobs`
+    // 'busy' is at its limit (one running) and holds the first due rows; 'idle' has one row after them.
+    await sql`INSERT INTO worker_jobs (type, data, concurrency_key, started, locked_by, lease_expires_at)
+              VALUES (${TYPE}, '{}', 'busy', now(), 'someone', now() + interval '1 minute')`
+    await sql`INSERT INTO worker_jobs (type, data, concurrency_key, due) SELECT ${TYPE}, '{}', 'busy', now() - interval '1 hour' FROM generate_series(1, ${c.backlog}::int)`
+    await sql`INSERT INTO worker_jobs (type, data, concurrency_key, due) VALUES (${TYPE}, '{}', 'idle', now() - interval '1 minute')`
+    await sql`ANALYZE worker_jobs`
+    const limits: TypeLimit = { concurrency: null, perKey: 1, rate: null, keyRate: null }
+    const window = await dryRun(handle.db, windowClaimStatement(claimOpts(limits, 1)))
+    expect(window.exact).toBe(false)
+    const before = await idxTupRead(handle.db)
+    const got = await claimLimited(handle.db, claimOpts(limits, 1))
+    const after = await idxTupRead(handle.db)
+    expect(got.jobs.map((j) => j.concurrencyKey)).toEqual(['idle'])
+    // The walk is the only reader of worker_jobs_limited_idx (the windows read worker_jobs_limited_head_idx).
+    const walked = after.worker_jobs_limited_idx! - (before.worker_jobs_limited_idx ?? 0)
+    if (c.walks) expect(walked).toBeGreaterThan(0)
+    else expect(walked).toBe(0)
+  })
+}
 
 /** A small seeded generator, so a failing scenario can be replayed. */
 function prng(seed: number) {

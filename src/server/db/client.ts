@@ -80,13 +80,16 @@ export function compileQuery<V extends Record<string, unknown>>(build: (values: 
 }
 
 /**
- * Runs `statements` as one transaction in one round trip, and returns each statement's rows. BEGIN, the
- * statements and COMMIT are written to one reserved connection without waiting for each other (postgres.js
- * pipelines them); the server still runs them in order, each statement (READ COMMITTED) with a snapshot
- * taken when it starts, so a statement after a lock sees everything committed before the lock was granted.
- * For short transactions on a hot path: each await between statements costs a round trip, and under load a
- * round trip costs milliseconds. If a statement fails, the server ignores the rest and its COMMIT rolls
- * back; the first error is thrown. Inside a transaction (no client of its own) they run one by one there.
+ * Runs `statements` as one transaction and returns each statement's rows, sending them all at once after
+ * BEGIN (postgres.js pipelines queries on a connection when they are issued without awaiting each other):
+ * three round trips (BEGIN, the statements, COMMIT) instead of one per statement. The server still runs them
+ * in order, each (READ COMMITTED) with a snapshot taken when it starts, so a statement after a lock sees
+ * everything committed before the lock was granted. COMMIT is sent only once every statement has answered:
+ * a caller that gave up waiting (a timeout, a lost connection) leaves a transaction that rolls back, never
+ * one that commits later. If a statement fails, the server ignores the rest, the transaction is rolled back
+ * and the first error is thrown. postgres.js's own transaction is used, not a connection reserved by hand:
+ * it retires a connection that dies mid-transaction, where releasing a reserved one would return the dead
+ * connection to the pool. Inside a transaction (no client of its own) they run one by one there.
  */
 export async function pipelinedTransaction(db: Executor, statements: readonly SQL[]): Promise<Record<string, unknown>[][]> {
   const client = (db as { $client?: postgres.Sql }).$client
@@ -95,21 +98,11 @@ export async function pipelinedTransaction(db: Executor, statements: readonly SQ
     for (const s of statements) out.push((await db.execute(s)) as unknown as Record<string, unknown>[])
     return out
   }
-  const conn = await client.reserve()
-  try {
-    const begin = conn.unsafe('BEGIN')
-    const results = statements.map((s) => {
+  const rows = await client.begin((tx) =>
+    statements.map((s) => {
       const { sql: text, params } = dialect.sqlToQuery(s)
-      return conn.unsafe(text, params as never[], { prepare: true })
-    })
-    const commit = conn.unsafe('COMMIT')
-    const settled = await Promise.allSettled([begin, ...results, commit])
-    const failed = settled.find((r) => r.status === 'rejected')
-    if (failed) throw failed.reason
-    // COMMIT answers ROLLBACK, without an error, when the transaction had failed.
-    if ((await commit).command !== 'COMMIT') throw new Error('the transaction was rolled back')
-    return Promise.all(results) as unknown as Promise<Record<string, unknown>[][]>
-  } finally {
-    conn.release()
-  }
+      return tx.unsafe(text, params as never[], { prepare: true })
+    }),
+  )
+  return rows as unknown as Record<string, unknown>[][]
 }

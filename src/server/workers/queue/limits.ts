@@ -93,15 +93,16 @@ const UNLIMITED = 2_147_483_647
  * Claims up to `limit` due jobs of one limited type, within its limits, taken in (priority, due, id) order
  * among the rows its limits let start (each key gives at most its free slots).
  *
- * Finding them, for a keyed type: first a window, the first WINDOW due rows of the type in that order
+ * Finding them, for a keyed type: first a window, the type's first windowRows(limit) due rows in that order
  * (worker_jobs_limited_head_idx, one descent per priority in use), keeping those whose key has room. That
  * answer is exact when it takes all the type may start, or when the window held every due row, or when it
  * reached a row past the claim's priority bound that may start; then the claim costs the window, whatever
  * the number of keys. Otherwise (the window was all rows of keys already full: one wallet's long backlog
- * in front) a second transaction under the same lock walks every key with pending rows (a loose index scan of
- * worker_jobs_limited_idx, one descent per key) for the rest. The walk alone cost one descent per key on
- * every claim: 540 ms with 100,000 keys, under the type's lock, so every claim of the type in the cluster
- * waited behind it. A type-wide limit has one key (''), so it takes the walk directly.
+ * in front, or every key busy) a wider window (WIDE_WINDOW_ROWS) takes the rest, and if it too is cut
+ * short, a walk of every key with pending rows (a loose index scan of worker_jobs_limited_idx, one descent
+ * per key). The walk alone cost one descent per key on every claim: 790 ms with 100,000 keys, under the
+ * type's lock, so every claim of the type in the cluster waited behind it. A type-wide limit has one key
+ * (''), so it takes the walk directly.
  *
  * Rates: a rate-limited type logs every start in worker_rate_starts, and a slot is free while fewer than
  * `max` starts lie inside the window that ends now (a sliding log: never more than `max` in any window,
@@ -125,15 +126,23 @@ export async function claimLimited(
     rate !== null || keyRate !== null
       ? [sql`DELETE FROM worker_rate_starts WHERE type = ${opts.type} AND at <= clock_timestamp() - make_interval(secs => ${Math.max(rate?.perMs ?? 0, keyRate?.perMs ?? 0) / 1000})`]
       : []
-  // One round trip: the lock, the prune and the claim are pipelined (each statement's snapshot is taken
-  // after the one before it ran, so the claim sees every claim committed before the lock was granted).
-  const keyed = isKeyed(opts.limits)
-  const first = (await pipelinedTransaction(db, [lock, ...prune, keyed ? windowClaimStatement(opts) : limitedClaimStatement(opts)])).at(-1)!
-  const jobs = decodeClaimed(first, opts)
-  if (!keyed || first[0]?.exact === true) return limitedResult(jobs, first)
-  // The window was all rows of keys already full: the walk takes the rest, in a transaction of its own under
-  // the same lock (it counts the window's claims, committed, as running, and their rate starts as logged).
-  const rest = (await pipelinedTransaction(db, [lock, limitedClaimStatement({ ...opts, limit: opts.limit - jobs.length })])).at(-1)!
+  // The lock, the prune and the claim are sent together (each statement's snapshot is taken after the one
+  // before it ran, so the claim sees every claim committed before the lock was granted).
+  const claim = async (statement: SQL) => (await pipelinedTransaction(db, [lock, ...prune, statement])).at(-1)!
+  if (!isKeyed(opts.limits)) {
+    const rows = await claim(limitedClaimStatement(opts))
+    return limitedResult(decodeClaimed(rows, opts), rows)
+  }
+  // A window, then a wider one, then the walk of every key: each in a transaction of its own under the same
+  // lock, taking only what the ones before left (it counts their claims, committed, as running, and their
+  // rate starts as logged).
+  let jobs: WorkerJob[] = []
+  for (const rows of [windowRows(opts.limit), WIDE_WINDOW_ROWS]) {
+    const got = await claim(windowClaimStatement({ ...opts, limit: opts.limit - jobs.length }, rows))
+    jobs = jobs.concat(decodeClaimed(got, opts))
+    if (got[0]?.exact === true) return limitedResult(jobs, got)
+  }
+  const rest = await claim(limitedClaimStatement({ ...opts, limit: opts.limit - jobs.length }))
   return limitedResult(jobs.concat(decodeClaimed(rest, opts)), rest)
 }
 
@@ -150,6 +159,12 @@ const isKeyed = (limits: TypeLimit) => limits.perKey !== null || limits.keyRate 
 
 /** How many due rows the window of a keyed claim reads: a few times what it may take, within bounds. */
 export const windowRows = (limit: number) => Math.min(1000, Math.max(64, 4 * limit))
+/**
+ * The second window, when the first was all rows of keys already full (every key busy, a worker with
+ * several free slots, and the freed key's next row the only one with room): a few ms under the lock,
+ * against one descent per key for the walk.
+ */
+export const WIDE_WINDOW_ROWS = 8_000
 
 /**
  * The pieces both statements share: the running rows per key, what the type and a key may still start,
@@ -255,9 +270,8 @@ export function limitedClaimStatement(opts: ClaimOptions & { type: string; limit
  * order and the nested loop keeps it, so LIMIT stops the scan (as the common claim's picked CTE does). Each
  * key keeps its first rows up to its room. `exact` says whether the answer is the walk's (see claimLimited).
  */
-export function windowClaimStatement(opts: ClaimOptions & { type: string; limits: TypeLimit }): SQL {
+export function windowClaimStatement(opts: ClaimOptions & { type: string; limits: TypeLimit }, rows = windowRows(opts.limit)): SQL {
   const p = limitParts(opts)
-  const rows = windowRows(opts.limit)
   const bound = opts.maxPriority ?? MAX_PRIORITY
   return sql`
     WITH RECURSIVE ${p.head},

@@ -158,3 +158,25 @@ test('ordinary outcomes that cannot be written still show in /health while the e
     await queue.close()
   }
 })
+
+test('a freed slot whose announce fails is announced again, so other workers do not wait for their poll', async () => {
+  const w = loopOf(app, db.url, { concurrency: 2 })
+  const notified: string[] = []
+  const listener = await sql.listen('worker_jobs', (payload) => notified.push(payload))
+  let calls = 0
+  const run = w.queue.run.bind(w.queue)
+  w.queue.run = (async (fn: Parameters<QueueDb['run']>[0]) => {
+    if (++calls === 1) throw Object.assign(new Error('connection reset'), { code: 'ECONNRESET' })
+    return run(fn)
+  }) as QueueDb['run']
+  try {
+    // What the loop does when it cannot refill a slot it freed (workerLoop.ts, refillHere).
+    await (w.loop as unknown as { announceFreed(): Promise<void> }).announceFreed()
+    expect(notified).toEqual([])
+    await waitFor(() => notified.length > 0, { what: 'the announce to be retried', timeoutMs: 5_000 })
+    expect(calls).toBe(2)
+  } finally {
+    await listener.unlisten()
+    await w.stop()
+  }
+})

@@ -44,6 +44,8 @@ export interface WorkerLoopOptions {
 
 /** How soon to look again when a due row was locked by another transaction at claim time. */
 const LOCKED_DUE_RETRY_MS = 100
+/** A freed slot that could not be announced (the database was away) is announced again after this long. */
+const ANNOUNCE_RETRY_MS = 1_000
 
 /** What the child reports to its manager for /health. */
 export interface WorkerHealth {
@@ -93,6 +95,9 @@ export class WorkerLoop {
   private dueAt = Number.POSITIVE_INFINITY
   private retryTimer: ReturnType<typeof setTimeout> | null = null
   private answerTimer: ReturnType<typeof setTimeout> | null = null
+  private announceTimer: ReturnType<typeof setTimeout> | null = null
+  /** Set once drain has finished: nothing may be sent on the queue any more. */
+  private closed = false
   private timers: ReturnType<typeof setInterval>[] = []
   private unlisten: (() => Promise<void>) | null = null
   private done: Promise<void> | null = null
@@ -245,6 +250,8 @@ export class WorkerLoop {
     if (this.dueTimer) clearTimeout(this.dueTimer)
     if (this.retryTimer) clearTimeout(this.retryTimer)
     if (this.answerTimer) clearTimeout(this.answerTimer)
+    this.closed = true
+    if (this.announceTimer) clearTimeout(this.announceTimer)
     await this.unlisten?.().catch(() => {})
   }
 
@@ -541,8 +548,21 @@ export class WorkerLoop {
     return this.opts.queueDb.run((db) => claimJobs(db, { workerId: this.opts.workerId, leaseMs: this.opts.leaseMs, types: this.types, ...opts }))
   }
 
+  /**
+   * NOTIFYs every worker that limited slots freed. One that fails is tried again until it goes through:
+   * the jobs waiting for the slot on other workers (and servers) would otherwise wait for their poll.
+   */
   private async announceFreed(): Promise<void> {
-    await this.opts.queueDb.run((db) => announceFreedSlots(db)).catch((err) => this.log.warn({ err }, 'could not announce a freed concurrency slot'))
+    try {
+      await this.opts.queueDb.run((db) => announceFreedSlots(db))
+    } catch (err) {
+      this.log.warn({ err, retryInMs: ANNOUNCE_RETRY_MS }, 'could not announce a freed concurrency slot; retrying')
+      if (this.closed) return
+      this.announceTimer ??= setTimeout(() => {
+        this.announceTimer = null
+        void this.announceFreed()
+      }, ANNOUNCE_RETRY_MS)
+    }
   }
 
   /**

@@ -43,3 +43,16 @@ export async function seqScanCount(client: postgres.Sql): Promise<number> {
   const [row] = await client`SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'worker_jobs'`
   return Number(row!.seq_scan)
 }
+
+/**
+ * Index entries each index of worker_jobs has returned so far (idx_tup_read), by name. Backends flush their
+ * counters lazily: `d` must be the single connection that ran the statements under test (createDb with max 1).
+ */
+export async function indexTuplesRead(d: Database): Promise<Record<string, number>> {
+  await d.execute(sql`SELECT pg_stat_force_next_flush()`)
+  await d.execute(sql`SELECT pg_stat_clear_snapshot()`)
+  const rows = (await d.execute(
+    sql`SELECT indexrelname AS name, idx_tup_read AS n FROM pg_stat_user_indexes WHERE relname = 'worker_jobs'`,
+  )) as unknown as { name: string; n: string }[]
+  return Object.fromEntries(rows.map((r) => [r.name, Number(r.n)]))
+}

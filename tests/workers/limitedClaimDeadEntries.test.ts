@@ -1,10 +1,10 @@
 import { afterAll, beforeAll, expect, test } from 'bun:test'
-import { sql as dsql } from 'drizzle-orm'
 import type postgres from 'postgres'
 import { createDb, type Database, type DbHandle } from '../../src/server/db/client'
 import { claimLimited, type TypeLimit } from '../../src/server/workers/queue/limits'
 import { createTestDatabase, type TestDatabase } from '../helpers/db'
 import { sqlClient } from '../helpers/engine'
+import { indexTuplesRead } from '../helpers/plans'
 
 /**
  * After a flood of ordinary jobs, a limited claim does not keep re-reading the entries the flood left in
@@ -34,15 +34,7 @@ afterAll(async () => {
   await db.drop()
 })
 
-/** Entries the running-lease index has returned so far, flushed from this backend. */
-async function entriesRead(d: Database): Promise<number> {
-  await d.execute(dsql`SELECT pg_stat_force_next_flush()`)
-  await d.execute(dsql`SELECT pg_stat_clear_snapshot()`)
-  const [row] = (await d.execute(
-    dsql`SELECT idx_tup_read AS n FROM pg_stat_user_indexes WHERE indexrelname = 'worker_jobs_running_lease_idx'`,
-  )) as unknown as { n: string }[]
-  return Number(row!.n)
-}
+const entriesRead = async (d: Database) => (await indexTuplesRead(d)).worker_jobs_running_lease_idx!
 
 test('after 20,000 ordinary jobs ran, limited claims read none of the dead entries they left, claim after claim', async () => {
   await sql`INSERT INTO worker_jobs (type, data, concurrency_key) SELECT 'serial', '{}', '' FROM generate_series(1, 50)`

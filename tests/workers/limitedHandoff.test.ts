@@ -34,6 +34,17 @@ afterAll(async () => {
   await db.drop()
 })
 
+/** Claims the one 'noop' row and the one 'serial' row the test inserted, as `workerId`. */
+async function claimOneOfEach(queue: QueueDb, workerId: string) {
+  const [plain] = await queue.run((d) => claimJobs(d, { workerId, limit: 1, leaseMs: 60_000, types: ['noop'] }))
+  const serial = await queue.run((d) =>
+    claimLimited(d, { workerId, limit: 1, leaseMs: 60_000, types: ['serial'], type: 'serial', limits: limitOf(app.registry.serial)! }),
+  )
+  expect(plain?.type).toBe('noop')
+  expect(serial.jobs).toHaveLength(1)
+  return { plain, serial }
+}
+
 /** A gate: `hold` waits until `open` is called. */
 function gate() {
   let open!: () => void
@@ -50,12 +61,7 @@ test("an outcome that frees a limited slot is written while an ordinary batch's 
   const queue = new QueueDb(db.url, { max: 3 }, 10_000)
   const workerId = 'handoff/finisher'
   try {
-    const [plain] = await queue.run((d) => claimJobs(d, { workerId, limit: 1, leaseMs: 60_000, types: ['noop'] }))
-    const serial = await queue.run((d) =>
-      claimLimited(d, { workerId, limit: 1, leaseMs: 60_000, types: ['serial'], type: 'serial', limits: limitOf(app.registry.serial)! }),
-    )
-    expect(plain?.type).toBe('noop')
-    expect(serial.jobs).toHaveLength(1)
+    const { plain, serial } = await claimOneOfEach(queue, workerId)
 
     // The ordinary outcome's write reaches the database, and its reply is held.
     const g = gate()
@@ -132,10 +138,7 @@ test('ordinary outcomes that cannot be written still show in /health while the e
   const queue = new QueueDb(db.url, { max: 3 }, 10_000)
   const workerId = 'handoff/health'
   try {
-    const [plain] = await queue.run((d) => claimJobs(d, { workerId, limit: 1, leaseMs: 60_000, types: ['noop'] }))
-    const serial = await queue.run((d) =>
-      claimLimited(d, { workerId, limit: 1, leaseMs: 60_000, types: ['serial'], type: 'serial', limits: limitOf(app.registry.serial)! }),
-    )
+    const { plain, serial } = await claimOneOfEach(queue, workerId)
     // The first write (the ordinary outcome's) fails; the ones after it go through.
     let calls = 0
     const run = queue.run.bind(queue)

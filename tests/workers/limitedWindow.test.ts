@@ -1,11 +1,12 @@
 import { afterAll, beforeAll, expect, test } from 'bun:test'
-import { type SQL, sql as dsql } from 'drizzle-orm'
+import type { SQL } from 'drizzle-orm'
 import type postgres from 'postgres'
 import { createDb, type Database, type DbHandle } from '../../src/server/db/client'
 import type { RateLimit } from '../../src/server/workers/jobs/types'
 import { claimLimited, limitedClaimStatement, type TypeLimit, UNKEYED, WIDE_WINDOW_ROWS, windowClaimStatement, windowRows } from '../../src/server/workers/queue/limits'
 import { createTestDatabase, type TestDatabase } from '../helpers/db'
 import { sqlClient } from '../helpers/engine'
+import { indexTuplesRead } from '../helpers/plans'
 
 /**
  * The claim of a keyed type reads a window of the type's first due rows instead of walking every key
@@ -22,7 +23,7 @@ const TYPE = 'wallets'
 beforeAll(async () => {
   db = await createTestDatabase('limited_window')
   sql = sqlClient(db.url)
-  // One connection: the index counters read after a claim are this backend's own (see idxTupRead).
+  // One connection: the index counters read after a claim are this backend's own (see indexTuplesRead).
   handle = createDb(db.url, { max: 1 })
 })
 afterAll(async () => {
@@ -56,25 +57,15 @@ async function dryRun(d: Database, statement: SQL): Promise<Record<string, unkno
 }
 const idsOf = (row: Record<string, unknown>) => (JSON.parse(String(row.jobs)) as unknown[][]).map((t) => Number(t[0])).sort((a, b) => a - b)
 
-/** Index entries worker_jobs' limited indexes have returned so far, flushed from this backend. */
-async function idxTupRead(d: Database): Promise<Record<string, number>> {
-  await d.execute(dsql`SELECT pg_stat_force_next_flush()`)
-  await d.execute(dsql`SELECT pg_stat_clear_snapshot()`)
-  const rows = (await d.execute(
-    dsql`SELECT indexrelname AS name, idx_tup_read AS n FROM pg_stat_user_indexes WHERE indexrelname LIKE 'worker_jobs_limited%'`,
-  )) as unknown as { name: string; n: string }[]
-  return Object.fromEntries(rows.map((r) => [r.name, Number(r.n)]))
-}
-
 test('with 20,000 keys holding a due row each, a claim reads the window, not one descent per key', async () => {
   await sql`DELETE FROM worker_jobs`
   await sql`INSERT INTO worker_jobs (type, data, concurrency_key) SELECT ${TYPE}, '{}', 'wallet-' || g FROM generate_series(1, 20000) AS g`
   await sql`ANALYZE worker_jobs`
   const limits: TypeLimit = { concurrency: null, perKey: 1, rate: null, keyRate: null }
-  const before = await idxTupRead(handle.db)
+  const before = await indexTuplesRead(handle.db)
   const got = await claimLimited(handle.db, claimOpts(limits, 3))
-  const after = await idxTupRead(handle.db)
-  const read = Object.keys(after).reduce((n, k) => n + after[k]! - (before[k] ?? 0), 0)
+  const after = await indexTuplesRead(handle.db)
+  const read = ['worker_jobs_limited_idx', 'worker_jobs_limited_head_idx'].reduce((n, k) => n + after[k]! - (before[k] ?? 0), 0)
   expect(got.jobs.map((j) => j.concurrencyKey)).toEqual(['wallet-1', 'wallet-2', 'wallet-3'])
   // The window (windowRows(3) rows) and a descent or two per priority in use; the walk read 20,000+.
   expect(read).toBeLessThanOrEqual(windowRows(3) + 10)
@@ -95,9 +86,9 @@ for (const c of [
     const limits: TypeLimit = { concurrency: null, perKey: 1, rate: null, keyRate: null }
     const window = await dryRun(handle.db, windowClaimStatement(claimOpts(limits, 1)))
     expect(window.exact).toBe(false)
-    const before = await idxTupRead(handle.db)
+    const before = await indexTuplesRead(handle.db)
     const got = await claimLimited(handle.db, claimOpts(limits, 1))
-    const after = await idxTupRead(handle.db)
+    const after = await indexTuplesRead(handle.db)
     expect(got.jobs.map((j) => j.concurrencyKey)).toEqual(['idle'])
     // The walk is the only reader of worker_jobs_limited_idx (the windows read worker_jobs_limited_head_idx).
     const walked = after.worker_jobs_limited_idx! - (before.worker_jobs_limited_idx ?? 0)

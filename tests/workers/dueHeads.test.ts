@@ -1,42 +1,29 @@
 import { afterAll, beforeAll, expect, test } from 'bun:test'
-import { sql as dsql } from 'drizzle-orm'
 import type postgres from 'postgres'
-import { createDb, type DbHandle } from '../../src/server/db/client'
+import type { DbHandle } from '../../src/server/db/client'
 import { dueHeads } from '../../src/server/workers/queue/heads'
-import { createTestDatabase, type TestDatabase } from '../helpers/db'
-import { sqlClient } from '../helpers/engine'
+import { indexTuplesRead } from '../helpers/plans'
+import { openTestDb } from '../helpers/testDb'
 
 /**
  * The heads read of the worker loop (which claim gets the free slots first). A server whose every type is
  * limited has no common claim: its heads read leaves the claim index alone instead of walking it.
  */
-let db: TestDatabase
+let t: Awaited<ReturnType<typeof openTestDb>>
 let sql: postgres.Sql
 let handle: DbHandle
 
 beforeAll(async () => {
-  db = await createTestDatabase('due_heads')
-  sql = sqlClient(db.url)
-  handle = createDb(db.url, { max: 1 })
+  t = await openTestDb('due_heads', 1)
+  ;({ sql, handle } = t)
   await sql`INSERT INTO worker_jobs (type, data, priority, due) SELECT 'plain', '{}', 0, now() - interval '1 minute' FROM generate_series(1, 500)`
   await sql`INSERT INTO worker_jobs (type, data, priority, due, concurrency_key) VALUES
             ('serial', '{}', 3, now() - interval '2 minutes', ''), ('serial', '{}', -2, now() - interval '1 second', 'a'),
             ('serial', '{}', -9, now() + interval '1 hour', 'b'), ('other', '{}', 0, now() + interval '1 hour', '')`
 })
-afterAll(async () => {
-  await handle.close()
-  await sql.end()
-  await db.drop()
-})
+afterAll(() => t.close())
 
-async function claimIndexReads(): Promise<number> {
-  await handle.db.execute(dsql`SELECT pg_stat_force_next_flush()`)
-  await handle.db.execute(dsql`SELECT pg_stat_clear_snapshot()`)
-  const [row] = (await handle.db.execute(
-    dsql`SELECT idx_scan AS n FROM pg_stat_user_indexes WHERE indexrelname = 'worker_jobs_claim_idx'`,
-  )) as unknown as { n: string }[]
-  return Number(row!.n)
-}
+const claimIndexReads = async () => (await indexTuplesRead(handle.db)).worker_jobs_claim_idx!
 
 test('each head is the most urgent due row of its claim: future rows do not count, priority before due time', async () => {
   const heads = await dueHeads(handle.db, ['plain'], ['serial', 'other'])

@@ -1,10 +1,9 @@
 import { afterAll, beforeAll, expect, test } from 'bun:test'
 import type postgres from 'postgres'
-import { createDb, type Database, type DbHandle } from '../../src/server/db/client'
+import type { Database, DbHandle } from '../../src/server/db/client'
 import { claimLimited, type TypeLimit } from '../../src/server/workers/queue/limits'
-import { createTestDatabase, type TestDatabase } from '../helpers/db'
-import { sqlClient } from '../helpers/engine'
 import { indexTuplesRead } from '../helpers/plans'
+import { openTestDb } from '../helpers/testDb'
 
 /**
  * After a flood of ordinary jobs, a limited claim does not keep re-reading the entries the flood left in
@@ -17,22 +16,16 @@ import { indexTuplesRead } from '../helpers/plans'
  * flood's statistics, which this table does not reproduce: here the old claim chose a plain scan too, so
  * this test guards the property rather than reproducing the defect; bench/README.md has the measurement.)
  */
-let db: TestDatabase
+let t: Awaited<ReturnType<typeof openTestDb>>
 let sql: postgres.Sql
 let handle: DbHandle
 const ROWS = 20_000
 
 beforeAll(async () => {
-  db = await createTestDatabase('limited_dead_entries')
-  sql = sqlClient(db.url)
-  // One connection: the counters read after each claim are this backend's own (see entriesRead).
-  handle = createDb(db.url, { max: 1 })
+  t = await openTestDb('limited_dead_entries', 1)
+  ;({ sql, handle } = t)
 })
-afterAll(async () => {
-  await handle.close()
-  await sql.end()
-  await db.drop()
-})
+afterAll(() => t.close())
 
 const entriesRead = async (d: Database) => (await indexTuplesRead(d)).worker_jobs_running_lease_idx!
 

@@ -1,10 +1,9 @@
 import { afterAll, beforeAll, expect, test } from 'bun:test'
 import { sql as dsql } from 'drizzle-orm'
 import type postgres from 'postgres'
-import { createDb, type DbHandle, pipelinedTransaction } from '../../src/server/db/client'
+import { type DbHandle, pipelinedTransaction } from '../../src/server/db/client'
 import { claimLimited, type TypeLimit } from '../../src/server/workers/queue/limits'
-import { createTestDatabase, type TestDatabase } from '../helpers/db'
-import { sqlClient } from '../helpers/engine'
+import { openTestDb } from '../helpers/testDb'
 import { waitFor } from '../helpers/wait'
 
 /**
@@ -12,20 +11,15 @@ import { waitFor } from '../helpers/wait'
  * each. What must still hold: the claim's snapshot is taken after the type's lock is granted, so it counts
  * every claim committed before; and a failing statement leaves nothing behind.
  */
-let db: TestDatabase
+let t: Awaited<ReturnType<typeof openTestDb>>
 let sql: postgres.Sql
 let handle: DbHandle
 
 beforeAll(async () => {
-  db = await createTestDatabase('limited_pipeline')
-  sql = sqlClient(db.url)
-  handle = createDb(db.url, { max: 2 })
+  t = await openTestDb('limited_pipeline', 2)
+  ;({ sql, handle } = t)
 })
-afterAll(async () => {
-  await handle.close()
-  await sql.end()
-  await db.drop()
-})
+afterAll(() => t.close())
 
 const limits: TypeLimit = { concurrency: 1, perKey: null, rate: null, keyRate: null }
 const opts = { workerId: 'pipe/1', leaseMs: 60_000, limit: 5, types: ['serial'], type: 'serial', limits }

@@ -7,6 +7,7 @@ import { claimLimited, limitOf } from '../../src/server/workers/queue/limits'
 import { QueueDb } from '../../src/server/workers/queueDb'
 import { createTestDatabase, type TestDatabase } from '../helpers/db'
 import { CREATE_RUNS_TABLE, sqlClient } from '../helpers/engine'
+import { interceptRun } from '../helpers/intercept'
 import { appWith, loopOf } from '../helpers/loops'
 import { waitFor } from '../helpers/wait'
 
@@ -45,6 +46,11 @@ async function claimOneOfEach(queue: QueueDb, workerId: string) {
   return { plain, serial }
 }
 
+/** The first statement fails as on a connection reset; the ones after it go through. */
+function failFirst(call: number): void {
+  if (call === 1) throw Object.assign(new Error('connection reset'), { code: 'ECONNRESET' })
+}
+
 /** A gate: `hold` waits until `open` is called. */
 function gate() {
   let open!: () => void
@@ -66,15 +72,14 @@ test("an outcome that frees a limited slot is written while an ordinary batch's 
     // The ordinary outcome's write reaches the database, and its reply is held.
     const g = gate()
     let ordinaryHeld = false
-    const run = queue.run.bind(queue)
-    queue.run = (async (fn: Parameters<QueueDb['run']>[0]) => {
-      const r = await run(fn)
-      if (r instanceof Map && r.has(plain!.id)) {
-        ordinaryHeld = true
-        await g.hold()
-      }
-      return r
-    }) as QueueDb['run']
+    interceptRun(queue, {
+      after: async (r) => {
+        if (r instanceof Map && r.has(plain!.id)) {
+          ordinaryHeld = true
+          await g.hold()
+        }
+      },
+    })
     const written: number[] = []
     const finisher = new FinishBatcher(
       queue,
@@ -110,16 +115,15 @@ test("a limited job claimed first in a round starts before the round's later cla
   const w = loopOf(app, db.url, { concurrency: 4 })
   const g = gate()
   let ordinaryHeld = false
-  const run = w.queue.run.bind(w.queue)
-  w.queue.run = (async (fn: Parameters<QueueDb['run']>[0]) => {
-    const r = await run(fn)
+  interceptRun(w.queue, {
     // The common claim's reply (its jobs) is held until the test has seen the limited job start.
-    if (Array.isArray(r) && r.some((j) => j?.type === 'noop')) {
-      ordinaryHeld = true
-      await g.hold()
-    }
-    return r
-  }) as QueueDb['run']
+    after: async (r) => {
+      if (Array.isArray(r) && r.some((j) => j?.type === 'noop')) {
+        ordinaryHeld = true
+        await g.hold()
+      }
+    },
+  })
   await w.loop.start()
   try {
     await waitFor(() => ordinaryHeld && w.loop.runningJobs === 1, { what: 'the limited job to run while the ordinary claim is held', timeoutMs: 5_000 })
@@ -140,12 +144,7 @@ test('ordinary outcomes that cannot be written still show in /health while the e
   try {
     const { plain, serial } = await claimOneOfEach(queue, workerId)
     // The first write (the ordinary outcome's) fails; the ones after it go through.
-    let calls = 0
-    const run = queue.run.bind(queue)
-    queue.run = (async (fn: Parameters<QueueDb['run']>[0]) => {
-      if (++calls === 1) throw Object.assign(new Error('connection reset'), { code: 'ECONNRESET' })
-      return run(fn)
-    }) as QueueDb['run']
+    interceptRun(queue, { before: failFirst })
     const written: number[] = []
     const finisher = new FinishBatcher(queue, workerId, app.log, app.metrics, (batch) => void written.push(...batch.map((o) => o.job.id)), 300, (o) => o.job.type === 'serial')
     finisher.add({ job: plain!, success: true, result: null })
@@ -167,11 +166,12 @@ test('a freed slot whose announce fails is announced again, so other workers do 
   const notified: string[] = []
   const listener = await sql.listen('worker_jobs', (payload) => notified.push(payload))
   let calls = 0
-  const run = w.queue.run.bind(w.queue)
-  w.queue.run = (async (fn: Parameters<QueueDb['run']>[0]) => {
-    if (++calls === 1) throw Object.assign(new Error('connection reset'), { code: 'ECONNRESET' })
-    return run(fn)
-  }) as QueueDb['run']
+  interceptRun(w.queue, {
+    before: (call) => {
+      calls = call
+      failFirst(call)
+    },
+  })
   try {
     // What the loop does when it cannot refill a slot it freed (workerLoop.ts, refillHere).
     await (w.loop as unknown as { announceFreed(): Promise<void> }).announceFreed()

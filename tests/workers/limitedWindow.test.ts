@@ -1,36 +1,29 @@
 import { afterAll, beforeAll, expect, test } from 'bun:test'
 import type { SQL } from 'drizzle-orm'
 import type postgres from 'postgres'
-import { createDb, type Database, type DbHandle } from '../../src/server/db/client'
+import type { Database, DbHandle } from '../../src/server/db/client'
 import type { RateLimit } from '../../src/server/workers/jobs/types'
 import { claimLimited, limitedClaimStatement, type TypeLimit, UNKEYED, WIDE_WINDOW_ROWS, windowClaimStatement, windowRows } from '../../src/server/workers/queue/limits'
-import { createTestDatabase, type TestDatabase } from '../helpers/db'
-import { sqlClient } from '../helpers/engine'
 import { indexTuplesRead } from '../helpers/plans'
+import { openTestDb } from '../helpers/testDb'
 
 /**
  * The claim of a keyed type reads a window of the type's first due rows instead of walking every key
- * with pending rows. The walk cost one index descent per key on every claim (540 ms with 100,000 keys),
+ * with pending rows. The walk cost one index descent per key on every claim (790 ms with 100,000 keys),
  * under the type's lock. The window must give exactly the walk's answer: checked on random scenarios
  * (keys, priorities, due times, running rows, rate logs, bounds), including those where the window is
  * all rows of keys already full and the claim falls back to the walk.
  */
-let db: TestDatabase
+let t: Awaited<ReturnType<typeof openTestDb>>
 let sql: postgres.Sql
 let handle: DbHandle
 const TYPE = 'wallets'
 
 beforeAll(async () => {
-  db = await createTestDatabase('limited_window')
-  sql = sqlClient(db.url)
-  // One connection: the index counters read after a claim are this backend's own (see indexTuplesRead).
-  handle = createDb(db.url, { max: 1 })
+  t = await openTestDb('limited_window', 1)
+  ;({ sql, handle } = t)
 })
-afterAll(async () => {
-  await handle.close()
-  await sql.end()
-  await db.drop()
-})
+afterAll(() => t.close())
 
 const claimOpts = (limits: TypeLimit, limit: number, maxPriority?: number) => ({
   workerId: `window/${Math.random().toString(36).slice(2, 8)}`,

@@ -8,8 +8,6 @@ interface Lane {
   pending: Outcome[]
   inFlight: readonly Outcome[]
   flushing: Promise<void> | null
-  /** Since when this lane's writes have been failing; null while they succeed. */
-  failingSince: number | null
 }
 
 /**
@@ -26,9 +24,15 @@ interface Lane {
  * its outcomes to the ordinary lane, which owns the retries.
  */
 export class FinishBatcher {
-  private readonly lane: Lane = { pending: [], inFlight: [], flushing: null, failingSince: null }
-  private readonly express: Lane = { pending: [], inFlight: [], flushing: null, failingSince: null }
+  private readonly lane: Lane = { pending: [], inFlight: [], flushing: null }
+  private readonly express: Lane = { pending: [], inFlight: [], flushing: null }
   private idleWaiters: (() => void)[] = []
+  /**
+   * Since when writes have been failing (null while they succeed): /health reports a stuck worker. Owned by
+   * the ordinary lane, which owns every retry: a successful express write must not hide ordinary outcomes
+   * that cannot be written.
+   */
+  failingSince: number | null = null
 
   constructor(
     private readonly queue: QueueDb,
@@ -44,15 +48,6 @@ export class FinishBatcher {
     /** Outcomes written in the express lane (those that free a concurrency slot). */
     private readonly urgent: (outcome: Outcome) => boolean = () => false,
   ) {}
-
-  /**
-   * Since when writes have been failing (null while they succeed): /health reports a stuck worker. Per
-   * lane, the older: express writes that succeed must not hide ordinary outcomes that cannot be written.
-   */
-  get failingSince(): number | null {
-    const since = [this.lane.failingSince, this.express.failingSince].filter((t): t is number => t !== null)
-    return since.length > 0 ? Math.min(...since) : null
-  }
 
   /** Outcomes not yet written (queued or being written). */
   get size(): number {
@@ -96,7 +91,7 @@ export class FinishBatcher {
       lane.inFlight = batch
       try {
         const written = await this.queue.run((db) => finishJobs(db, this.workerId, batch))
-        lane.failingSince = null
+        if (lane === this.lane) this.failingSince = null
         for (const o of batch) {
           const as = written.get(o.job.id)
           if (as) this.metrics.runEnded(o.job.type, as, o.runMs)
@@ -114,7 +109,7 @@ export class FinishBatcher {
           this.lane.pending = batch.concat(this.lane.pending)
           this.kick(this.lane)
         } else {
-          lane.failingSince ??= Date.now()
+          this.failingSince ??= Date.now()
           lane.pending = batch.concat(lane.pending)
           await new Promise((r) => setTimeout(r, this.retryDelayMs))
         }

@@ -9,7 +9,8 @@ import { waitFor } from '../helpers/wait'
 /**
  * The limited claim's lock, prune and claim go to the server in one round trip (pipelined) instead of one
  * each. What must still hold: the claim's snapshot is taken after the type's lock is granted, so it counts
- * every claim committed before; and a failing statement leaves nothing behind.
+ * every claim committed before; a failing statement leaves nothing behind; and a connection lost while the
+ * claim waits claims nothing and leaves the pool usable.
  */
 let t: Awaited<ReturnType<typeof openTestDb>>
 let sql: postgres.Sql
@@ -21,6 +22,7 @@ beforeAll(async () => {
 })
 afterAll(() => t.close())
 
+const FIXTURE = new URL('../fixtures/limitedClaimTwice.ts', import.meta.url).pathname
 const limits: TypeLimit = { concurrency: 1, perKey: null, rate: null, keyRate: null }
 const opts = { workerId: 'pipe/1', leaseMs: 60_000, limit: 5, types: ['serial'], type: 'serial', limits }
 
@@ -61,3 +63,47 @@ test('a failing statement rolls back the ones before it and throws its own error
   const [rows] = await pipelinedTransaction(handle.db, [dsql`SELECT 41 + 1 AS answer`])
   expect(rows).toEqual([{ answer: 42 }])
 })
+
+test("a connection killed while the claim waits on the type's lock: the claim fails, claims nothing, the process lives on and its next claim works", async () => {
+  await sql`DELETE FROM worker_jobs`
+  await sql`INSERT INTO worker_jobs (type, data, concurrency_key) SELECT 'serial', '{}', '' FROM generate_series(1, 2)`
+  const waiter = async () =>
+    (
+      await sql`SELECT l.pid FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid
+                WHERE l.locktype = 'advisory' AND NOT l.granted AND a.datname = current_database()`
+    )[0]?.pid as number | undefined
+  const holder = await sql.reserve()
+  // A process of its own, as a worker is: postgres.js may throw from a write it had scheduled on the killed
+  // connection, which the worker's guard ignores (a test runner would count it as a failure of its own).
+  const proc = Bun.spawn([process.execPath, FIXTURE, t.db.url], { stdout: 'pipe', stderr: 'pipe' })
+  const lines = proc.stdout.pipeThrough(new TextDecoderStream()).pipeThrough(splitLines()).getReader()
+  try {
+    await holder`BEGIN`
+    await holder`SELECT pg_advisory_xact_lock(hashtextextended(${'worker_jobs.limit:serial'}, 0))`
+    await sql`SELECT pg_terminate_backend(${await waitFor(waiter, { what: 'the first claim waiting on the lock' })})`
+    const first = JSON.parse((await lines.read()).value!)
+    expect(first.error).toBeString()
+    // The second claim waits on the lock too; nothing was claimed meanwhile.
+    await waitFor(waiter, { what: 'the second claim waiting on the lock' })
+    const [started] = await sql`SELECT count(*)::int AS n FROM worker_jobs WHERE started IS NOT NULL`
+    expect(started!.n).toBe(0)
+    await holder`COMMIT`
+    expect(JSON.parse((await lines.read()).value!)).toEqual({ claimed: 1 })
+    expect(await proc.exited).toBe(0)
+  } finally {
+    holder.release()
+    proc.kill()
+  }
+})
+
+/** Splits a text stream into lines. */
+function splitLines(): TransformStream<string, string> {
+  let rest = ''
+  return new TransformStream({
+    transform(chunk, out) {
+      const parts = (rest + chunk).split('\n')
+      rest = parts.pop()!
+      for (const p of parts) if (p.trim()) out.enqueue(p)
+    },
+  })
+}

@@ -23,7 +23,7 @@ export async function appWith(url: string, extra: Job[] = [], opts: { withTestJo
   return createServerApp({ config, log: createLogger({ level: 'warn' }), registry: buildRegistry([...base, ...extra]) })
 }
 
-export function loopOf(app: ServerApp, url: string, o: { concurrency?: number; urgentSlots?: number; pollIntervalMs?: number } = {}) {
+export function loopOf(app: ServerApp, url: string, o: { concurrency?: number; urgentSlots?: number; pollIntervalMs?: number; leaseMs?: number } = {}) {
   const queue = new QueueDb(url, { max: 2 }, 10_000)
   const workerId = `loop/${Math.random().toString(36).slice(2, 8)}`
   const loop = new WorkerLoop(app, app.log, {
@@ -32,7 +32,7 @@ export function loopOf(app: ServerApp, url: string, o: { concurrency?: number; u
     workerId,
     concurrency: o.concurrency ?? 4,
     pollIntervalMs: o.pollIntervalMs ?? 60_000,
-    leaseMs: 10_000,
+    leaseMs: o.leaseMs ?? 10_000,
     defaultTimeoutMs: 60_000,
     queueDb: queue,
   })

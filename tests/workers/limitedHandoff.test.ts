@@ -89,8 +89,7 @@ test("an outcome that frees a limited slot is written while an ordinary batch's 
       (batch) => {
         for (const o of batch) written.push(o.job.id)
       },
-      500,
-      (o) => o.job.type === 'serial',
+      { urgent: (o) => o.job.type === 'serial' },
     )
     finisher.add({ job: plain!, success: true, result: null })
     await waitFor(() => ordinaryHeld, { what: 'the ordinary write to be in flight' })
@@ -146,7 +145,10 @@ test('ordinary outcomes that cannot be written still show in /health while the e
     // The first write (the ordinary outcome's) fails; the ones after it go through.
     interceptRun(queue, { before: failFirst })
     const written: number[] = []
-    const finisher = new FinishBatcher(queue, workerId, app.log, app.metrics, (batch) => void written.push(...batch.map((o) => o.job.id)), 300, (o) => o.job.type === 'serial')
+    const finisher = new FinishBatcher(queue, workerId, app.log, app.metrics, (batch) => void written.push(...batch.map((o) => o.job.id)), {
+      retryDelayMs: 300,
+      urgent: (o) => o.job.type === 'serial',
+    })
     finisher.add({ job: plain!, success: true, result: null })
     await waitFor(() => finisher.failingSince !== null, { what: 'the ordinary write to fail' })
     finisher.add({ job: serial.jobs[0]!, success: true, result: null })

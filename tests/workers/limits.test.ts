@@ -54,11 +54,12 @@ const allFinished = (ids: number[]) =>
 
 describe('concurrency: 1', () => {
   test('no two jobs of the type ever overlap, across two servers and four children, and they run back to back', async () => {
-    // Due one after another, faster than they run: each due time wakes every worker of both servers, which
-    // then race for the slot (a worker that frees the slot would otherwise refill it itself, every time).
+    // Due in pairs, 100 ms apart, each job 20 ms: the worker that ends a pair's first job hands the slot to
+    // the second at once (queue/handoff.ts), which is due already; after it, nothing is due, and the next
+    // pair's due time wakes every worker of both servers, which race for the slot. Both paths, 20 races.
     const start = Date.now() + 300
     const jobs = await a.workerManager.submitJobs(
-      Array.from({ length: 40 }, (_, i) => ({ type: 'serial', data: { holdMs: 20 }, due: new Date(start + i * 10) })),
+      Array.from({ length: 40 }, (_, i) => ({ type: 'serial', data: { holdMs: 20 }, due: new Date(start + Math.floor(i / 2) * 100) })),
     )
     const ids = jobs.map((j) => j.id)
     await allFinished(ids)

@@ -1,7 +1,19 @@
 import type { Logger } from '../log'
 import type { JobMetricsRecorder } from './jobMetrics'
-import { finishJobs, type Outcome } from './queue/finish'
+import { finishJobs, type Outcome, type Written } from './queue/finish'
 import type { QueueDb } from './queueDb'
+
+export interface ExpressOptions {
+  /** Pause before a failed ordinary write is tried again. */
+  retryDelayMs?: number
+  /** Outcomes written in the express lane (those that free a concurrency slot). */
+  urgent?: (outcome: Outcome) => boolean
+  /**
+   * How the express lane writes a batch, when not with finishJobs: the worker's hand-off, which claims the
+   * freed slots' next jobs in the same transaction (workerLoop.ts). It must write every outcome or throw.
+   */
+  writeUrgent?: (batch: readonly Outcome[]) => Promise<Written>
+}
 
 /** One write lane: outcomes waiting for its next write, and the batch it is writing. */
 interface Lane {
@@ -44,10 +56,12 @@ export class FinishBatcher {
      * slots of concurrency-limited types the batch freed are refilled or announced (workerLoop.ts).
      */
     private readonly onWritten: (batch: readonly Outcome[]) => Promise<void> | void = () => {},
-    private readonly retryDelayMs = 500,
-    /** Outcomes written in the express lane (those that free a concurrency slot). */
-    private readonly urgent: (outcome: Outcome) => boolean = () => false,
-  ) {}
+    private readonly opts: ExpressOptions = {},
+  ) {
+    this.retryDelayMs = opts.retryDelayMs ?? 500
+  }
+
+  private readonly retryDelayMs: number
 
   /** Outcomes not yet written (queued or being written). */
   get size(): number {
@@ -68,7 +82,7 @@ export class FinishBatcher {
   }
 
   add(outcome: Outcome): void {
-    const lane = this.urgent(outcome) ? this.express : this.lane
+    const lane = this.opts.urgent?.(outcome) ? this.express : this.lane
     lane.pending.push(outcome)
     this.kick(lane)
   }
@@ -90,7 +104,10 @@ export class FinishBatcher {
       lane.pending = []
       lane.inFlight = batch
       try {
-        const written = await this.queue.run((db) => finishJobs(db, this.workerId, batch))
+        const written =
+          lane === this.express && this.opts.writeUrgent
+            ? await this.opts.writeUrgent(batch)
+            : await this.queue.run((db) => finishJobs(db, this.workerId, batch))
         if (lane === this.lane) this.failingSince = null
         for (const o of batch) {
           const as = written.get(o.job.id)

@@ -4,10 +4,12 @@ import type { ServerApp } from '../serverApp'
 import { FinishBatcher } from './finishBatcher'
 import { pickupLatencyMs } from './jobMetrics'
 import { claimJobs, extendLeases, nextLook, releaseUnknownClaims } from './queue/claim'
-import { isTransientDbError } from './queue/transient'
-import { type Head, type Source, dueHeads } from './queue/heads'
+import { finishJobs, type Outcome, type Written } from './queue/finish'
+import { finishAndClaimNext } from './queue/handoff'
+import { dueHeads, type Head, mostUrgentDuePriority, type Source } from './queue/heads'
 import { announceFreedSlots, claimLimited, limitOf, nextLimitedDue, type TypeLimit } from './queue/limits'
 import { CANCEL_CHANNEL, JOBS_CHANNEL } from './queue/notify'
+import { isTransientDbError } from './queue/transient'
 import type { QueueDb } from './queueDb'
 import { JobCancelledError, JobInterruptedError, type RunningJob, runJob } from './runJob'
 
@@ -130,6 +132,19 @@ export class WorkerLoop {
   private readonly earlyCancels = new Map<number, number>()
   /** Set by abortAll: a job claimed from then on never runs, and goes back to pending as it was. */
   private abortedWith: string | null = null
+  /** Limited types with a concurrency cap: a finished job of one frees a slot that jobs may be waiting for. */
+  private readonly capped: Set<string>
+  /**
+   * Jobs of capped types that ended here and whose outcomes are on their way to the hand-off (handOff):
+   * each keeps its slot reserved until then, so this loop does not fill it with other work first.
+   */
+  private readonly reservedSlots = new Set<number>()
+  /** Hand-offs in flight, and the release of unknown claims waiting for them (exclusiveOfHandoffs). */
+  private handoffsInFlight = 0
+  private releasing = false
+  private handoffsIdle: (() => void)[] = []
+  /** Outcome batches whose hand-off settled the slots they freed: nothing to refill or announce. */
+  private readonly settledBatches = new WeakSet<readonly Outcome[]>()
 
   constructor(
     private readonly serverApp: ServerApp,
@@ -148,6 +163,7 @@ export class WorkerLoop {
     this.types = Object.keys(serverApp.registry).filter((t) => !limitedSet.has(t))
     // A finished job frees a slot only under a concurrency cap; a rate's window moves on by the clock alone.
     const capped = new Set(this.limited.filter((l) => l.limits.concurrency !== null || l.limits.perKey !== null).map((l) => l.type))
+    this.capped = capped
     this.finisher = new FinishBatcher(
       opts.queueDb,
       opts.workerId,
@@ -155,13 +171,86 @@ export class WorkerLoop {
       serverApp.metrics,
       async (batch) => {
         if (this.backlog) this.wake()
+        if (this.settledBatches.has(batch)) return
         // A limited job's outcome frees a slot that jobs on any server may be waiting for.
         const freed = batch.filter((o) => capped.has(o.job.type)).map((o) => o.job.type)
         if (freed.length > 0 && !this.refillHere(freed)) await this.announceFreed()
       },
-      500,
-      (o) => capped.has(o.job.type),
+      { urgent: (o) => capped.has(o.job.type), writeUrgent: (batch) => this.handOff(batch) },
     )
+  }
+
+  /** Slots free for this loop's claims: not running a job, and not reserved for a hand-off. */
+  private freeSlots(): number {
+    return this.opts.concurrency - this.running.size - this.reservedSlots.size
+  }
+
+  /**
+   * Writes the outcomes of capped jobs that ended here and claims the type's next jobs into the slots
+   * they free, in one transaction (queue/handoff.ts): a limit-1 type runs back to back on this worker,
+   * without waiting for this loop's round in flight or telling every other worker. Falls back to a plain
+   * write when the batch is not one type's plain finishes, or while a drain, an abort or the release of
+   * unknown claims is under way; the slots then go to the loop as before (the FinishBatcher's onWritten).
+   *
+   * Only the loop claims otherwise, and releaseUnknownClaims relies on knowing every claim in flight: a
+   * hand-off is one too, so a release waits for those in flight and none starts meanwhile
+   * (exclusiveOfHandoffs). A hand-off that fails may have committed: its claim counts as unknown.
+   */
+  private async handOff(batch: readonly Outcome[]): Promise<Written> {
+    const q = this.opts.queueDb
+    const workerId = this.opts.workerId
+    const reserved = batch.filter((o) => this.reservedSlots.has(o.job.id)).map((o) => o.job.id)
+    const unreserve = () => {
+      for (const id of reserved) this.reservedSlots.delete(id)
+      if (this.backlog) this.wake()
+    }
+    const type = batch[0]!.job.type
+    const limits = this.limitOfType.get(type)
+    const may = reserved.length > 0 && limits && batch.every((o) => o.job.type === type) && !this.stopping && this.abortedWith === null && !this.releasing
+    if (!may) {
+      unreserve()
+      return q.run((db) => finishJobs(db, workerId, batch))
+    }
+    const claim = { workerId, leaseMs: this.opts.leaseMs }
+    const boundSql = mostUrgentDuePriority(this.types, this.limitedNames.filter((t) => t !== type)) ?? undefined
+    this.handoffsInFlight++
+    const sentAt = this.now()
+    try {
+      const h = await q.run((db) =>
+        finishAndClaimNext(db, { ...claim, limit: reserved.length, types: [type], type, limits, boundSql, outcomes: batch }),
+      )
+      if (h === null) {
+        unreserve()
+        return await q.run((db) => finishJobs(db, workerId, batch))
+      }
+      // Into the reserved slots: the jobs run before the reservations go, so the count never overshoots.
+      this.startAll(h.jobs, sentAt)
+      unreserve()
+      if (h.retryInMs !== null) this.wakeAt(Date.now() + Math.max(h.retryInMs, RATE_RETRY_FLOOR_MS))
+      if (h.settled) this.settledBatches.add(batch)
+      return h.written
+    } catch (err) {
+      this.unknownClaims = true
+      this.serverApp.metrics.claimFailed()
+      unreserve()
+      // The loop releases what the claim may have taken before its next claim: let it look now.
+      this.wake()
+      throw err
+    } finally {
+      this.handoffsInFlight--
+      if (this.handoffsInFlight === 0) for (const r of this.handoffsIdle.splice(0)) r()
+    }
+  }
+
+  /** Runs `release` with no hand-off in flight and none starting until it is done (see handOff). */
+  private async exclusiveOfHandoffs<T>(release: () => Promise<T>): Promise<T> {
+    this.releasing = true
+    try {
+      while (this.handoffsInFlight > 0) await new Promise<void>((r) => this.handoffsIdle.push(r))
+      return await release()
+    } finally {
+      this.releasing = false
+    }
   }
 
   /**
@@ -173,7 +262,7 @@ export class WorkerLoop {
    * the type may still have work it could start (claimRound, `refilled`).
    */
   private refillHere(types: string[]): boolean {
-    const free = this.opts.concurrency - this.running.size
+    const free = this.freeSlots()
     // Not while claims fail either: the loop is in a back-off sleep that no wake shortens.
     if (this.stopping || free <= 0 || this.finisher.queued >= this.opts.concurrency || this.claimFailingSince !== null) return false
     for (const t of types) {
@@ -244,8 +333,11 @@ export class WorkerLoop {
     this.stopping = true
     this.wake()
     await this.done
-    while (this.running.size > 0) await new Promise<void>((r) => this.onIdle.push(r))
-    await this.finisher.drained()
+    // A hand-off in flight when the drain began may start jobs as its write ends: wait for those too.
+    do {
+      while (this.running.size > 0) await new Promise<void>((r) => this.onIdle.push(r))
+      await this.finisher.drained()
+    } while (this.running.size > 0)
     for (const t of this.timers) clearInterval(t)
     if (this.dueTimer) clearTimeout(this.dueTimer)
     if (this.retryTimer) clearTimeout(this.retryTimer)
@@ -370,8 +462,8 @@ export class WorkerLoop {
     while (!this.stopping) {
       // Back-pressure: while many outcomes wait to be written, claiming more would only grow that queue.
       const pressed = this.finisher.queued >= this.opts.concurrency
-      const free = pressed ? 0 : Math.max(0, this.opts.concurrency - this.running.size)
-      const urgentFree = pressed ? 0 : this.opts.concurrency + (this.opts.urgentSlots ?? 0) - this.running.size
+      const free = pressed ? 0 : Math.max(0, this.freeSlots())
+      const urgentFree = pressed ? 0 : this.freeSlots() + (this.opts.urgentSlots ?? 0)
       // Slots freed for this loop to refill, but the round in flight when they freed filled every slot:
       // the other workers must be told, or the jobs waiting for them wait for their poll.
       if (free === 0 && this.freed.size > 0) {
@@ -397,8 +489,8 @@ export class WorkerLoop {
         // No claim is in flight here (this loop is the only claimer): rows locked_by us that we don't
         // know can only be those of a claim whose reply was lost.
         if (this.unknownClaims) {
-          const n = await q.run((db) => releaseUnknownClaims(db, { workerId: this.opts.workerId, held: this.heldIds() }))
           this.unknownClaims = false
+          const n = await this.exclusiveOfHandoffs(() => q.run((db) => releaseUnknownClaims(db, { workerId: this.opts.workerId, held: this.heldIds() })))
           if (n > 0) this.log.warn({ count: n }, 'returned to pending the rows of a claim whose reply was lost')
         }
         // Jobs claimed while a drain began still run: they are ours, and the drain waits for them.
@@ -604,7 +696,9 @@ export class WorkerLoop {
   /** Returns the rows claimed after abortAll (never started, attempt unchanged); the lease covers a failure. */
   private async releaseNeverRun(): Promise<void> {
     try {
-      const n = await this.opts.queueDb.run((db) => releaseUnknownClaims(db, { workerId: this.opts.workerId, held: this.heldIds() }))
+      const n = await this.exclusiveOfHandoffs(() =>
+        this.opts.queueDb.run((db) => releaseUnknownClaims(db, { workerId: this.opts.workerId, held: this.heldIds() })),
+      )
       if (n > 0) this.log.info({ count: n }, 'returned to pending the jobs claimed after the abort, without running them')
     } catch (err) {
       this.log.warn({ err }, 'could not return the jobs claimed after the abort; their lease will expire')
@@ -628,6 +722,8 @@ export class WorkerLoop {
     }
     void done.then((outcome) => {
       this.running.delete(job.id)
+      // Its slot waits for the hand-off of its outcome (handOff), which may fill it with the type's next job.
+      if (this.capped.has(job.type) && !this.stopping && this.abortedWith === null) this.reservedSlots.add(job.id)
       this.finisher.add(outcome)
       if (this.running.size === 0) for (const r of this.onIdle.splice(0)) r()
       // A freed slot only matters when work is waiting; deferred so that jobs finishing in the same

@@ -251,7 +251,8 @@ export async function extendLeases(
 /**
  * Returns to pending the rows locked_by this worker that it does not hold: a claim that committed but
  * whose reply never arrived. They never ran, so attempt is unchanged. Only safe while no claim of this
- * worker is in flight (the claim loop calls it between claims).
+ * worker is in flight: the claim loop calls it between its claims, with no hand-off in flight and none
+ * starting (workerLoop.ts, exclusiveOfHandoffs).
  */
 export async function releaseUnknownClaims(db: Executor, opts: { workerId: string; held: readonly number[] }): Promise<number> {
   const rows = await runQuery(

@@ -99,11 +99,7 @@ async function writeOutcomes(
     // A cancelled row gets no successor: its lock (taken by the UPDATE above) keeps cancelled_at as read.
     const next = finishes.filter((f) => f.successor && done.get(f.id) === false).map((f) => f.successor!)
     await insertSuccessors(tx, next)
-    const written: Written = new Map()
-    for (const f of finishes) {
-      const cancelled = done.get(f.id)
-      if (cancelled !== undefined) written.set(f.id, cancelled ? 'cancelled' : f.success ? 'succeeded' : 'failed')
-    }
+    const written = recordedAs(finishes, done)
     for (const id of released.ids) written.set(id, released.cancelled.has(id) ? 'cancelled' : 'interrupted')
     return written
   }
@@ -113,6 +109,36 @@ async function writeOutcomes(
 
 /** The rows a finish wrote, each with what it became. */
 export type Written = Map<number, RecordedOutcome>
+
+/** What each finished row became, from the finish statement's `done` (id -> cancelled). */
+function recordedAs(finishes: readonly { id: number; success: boolean }[], done: Map<number, boolean>): Written {
+  const written: Written = new Map()
+  for (const f of finishes) {
+    const cancelled = done.get(f.id)
+    if (cancelled !== undefined) written.set(f.id, cancelled ? 'cancelled' : f.success ? 'succeeded' : 'failed')
+  }
+  return written
+}
+
+/**
+ * The finish of `outcomes` as one statement, for a caller that sends it inside a transaction of its own
+ * (the hand-off of a concurrency slot, queue/handoff.ts), with how to read what it wrote; null when any
+ * outcome needs more than a finish (a rerun, a retry or a cron successor): finishJobs records those.
+ */
+export function plainFinish(
+  workerId: string,
+  outcomes: readonly Outcome[],
+): { statement: SQL; written: (rows: readonly Record<string, unknown>[]) => Written } | null {
+  const now = new Date()
+  const finishes: { id: number; success: boolean; json: string }[] = []
+  for (const o of outcomes) {
+    if (o.interrupted?.rerun && o.job.attempt < o.job.maxAttempts) return null
+    const plan = planFinish(o.job, o.success, o.result, now)
+    if (plan.successor) return null
+    finishes.push({ id: o.job.id, success: plan.success, json: storableJson(plan.result) })
+  }
+  return { statement: finishSql(finishValues(workerId, finishes)), written: (rows) => recordedAs(finishes, doneOf(rows)) }
+}
 
 /**
  * Finishes the rows this worker still holds; returns the ids written, each mapped to whether its row was
@@ -124,12 +150,18 @@ async function markFinished(
   rows: readonly { id: number; success: boolean; json: string }[],
 ): Promise<Map<number, boolean>> {
   if (rows.length === 0) return new Map()
+  return doneOf(await compiledFinish(db, finishValues(workerId, rows)))
+}
+
+/** The finish statement's values for `rows`. */
+function finishValues(workerId: string, rows: readonly { id: number; success: boolean; json: string }[]) {
   // Built by hand around the results' JSON, which storableJson already produced: no second stringify.
   const batch = `[${rows.map((r) => `{"id":${r.id},"success":${r.success},"result":${r.json}}`).join(',')}]`
   const ids = `[${rows.map((r) => r.id).join(',')}]`
-  const done = await compiledFinish(db, { workerId, batch, ids })
-  return new Map(done.map((r) => [Number(r.id), r.cancelled === true]))
+  return { workerId, batch, ids }
 }
+
+const doneOf = (rows: readonly Record<string, unknown>[]) => new Map(rows.map((r) => [Number(r.id), r.cancelled === true]))
 
 /**
  * The rows are found by `id = ANY(ARRAY(…ids…))`, a primary-key lookup whatever the statistics say, as in

@@ -1,4 +1,4 @@
-import { sql } from 'drizzle-orm'
+import { type SQL, sql } from 'drizzle-orm'
 import { type Executor, runQuery } from '../../db/client'
 import { PRIORITIES } from './claim'
 import { textArray } from './params'
@@ -78,4 +78,26 @@ export async function dueHeads(
     else limited.set(String(r.type), head)
   }
   return { common, limited }
+}
+
+/**
+ * The priority of the most urgent due row of the other claims of a worker (the common claim's types and
+ * other limited types), as a scalar expression for a claim to bound itself by (the hand-off, handoff.ts:
+ * a freed slot goes to the limited type's next job only if no more urgent work waits). NULL when none is
+ * due. The same loose index scans as dueHeads, one per priority in use up to the first with a due row.
+ */
+export function mostUrgentDuePriority(commonTypes: readonly string[], limitedTypes: readonly string[]): SQL | null {
+  if (commonTypes.length === 0 && limitedTypes.length === 0) return null
+  const parts: SQL[] = []
+  if (commonTypes.length > 0)
+    parts.push(sql`(WITH RECURSIVE ${PRIORITIES}
+      SELECT p.priority FROM priorities AS p
+      WHERE p.priority IS NOT NULL AND EXISTS (
+        SELECT 1 FROM worker_jobs
+        WHERE ${sql.raw(CLAIMABLE_TEXT)} AND priority = p.priority AND due <= now() AND type = ANY(${textArray(commonTypes)}))
+      LIMIT 1)`)
+  const limitedPending = sql.raw(LIMITED_PENDING_TEXT)
+  for (const t of limitedTypes)
+    parts.push(sql`(SELECT priority FROM worker_jobs WHERE ${limitedPending} AND type = ${t} AND due <= now() ORDER BY priority LIMIT 1)`)
+  return sql`least(${sql.join(parts, sql`, `)})`
 }

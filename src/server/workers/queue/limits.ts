@@ -89,6 +89,16 @@ export function concurrencyKeyOf(def: Job, data: unknown): string | null {
 
 const UNLIMITED = 2_147_483_647
 
+export type LimitedClaimOptions = ClaimOptions & {
+  type: string
+  limits: TypeLimit
+  /**
+   * The priority bound as an expression evaluated by the claim itself, in place of maxPriority: the
+   * hand-off's (handoff.ts), which must not take a job while more urgent work waits for the slot.
+   */
+  boundSql?: SQL
+}
+
 /**
  * Claims up to `limit` due jobs of one limited type, within its limits, taken in (priority, due, id) order
  * among the rows its limits let start (each key gives at most its free slots).
@@ -115,20 +125,9 @@ export async function claimLimited(
   db: Database,
   opts: ClaimOptions & { type: string; limits: TypeLimit },
 ): Promise<{ jobs: WorkerJob[]; retryInMs: number | null; moreBeyondBound: boolean }> {
-  const { rate, keyRate } = opts.limits
-  // With the lock, for this transaction only: no bitmap scans. The running count reads the running-lease
-  // index, where every finished job leaves a dead entry until vacuum. A plain index scan marks the dead
-  // entries it meets so the next scan skips them; a bitmap scan never does, and the planner chose one
-  // after a flood: each claim then re-read the flood's 100,000 entries and their heap pages (8 ms a claim,
-  // tripling the gap between a limit-1 type's jobs until autovacuum came).
-  const lock = sql`SELECT pg_advisory_xact_lock(hashtextextended(${`worker_jobs.limit:${opts.type}`}, 0)), set_config('enable_bitmapscan', 'off', true)`
-  const prune =
-    rate !== null || keyRate !== null
-      ? [sql`DELETE FROM worker_rate_starts WHERE type = ${opts.type} AND at <= clock_timestamp() - make_interval(secs => ${Math.max(rate?.perMs ?? 0, keyRate?.perMs ?? 0) / 1000})`]
-      : []
   // The lock, the prune and the claim are sent together (each statement's snapshot is taken after the one
   // before it ran, so the claim sees every claim committed before the lock was granted).
-  const claim = async (statement: SQL) => (await pipelinedTransaction(db, [lock, ...prune, statement])).at(-1)!
+  const claim = async (statement: SQL) => (await pipelinedTransaction(db, [...limitedPrelude(opts), statement])).at(-1)!
   if (!isKeyed(opts.limits)) {
     const rows = await claim(limitedClaimStatement(opts))
     return limitedResult(decodeClaimed(rows, opts), rows)
@@ -146,7 +145,34 @@ export async function claimLimited(
   return limitedResult(jobs.concat(decodeClaimed(rest, opts)), rest)
 }
 
-function limitedResult(jobs: WorkerJob[], rows: Record<string, unknown>[]) {
+/**
+ * The statements every limited claim of a type starts its transaction with: the type's advisory lock (the
+ * claims of one type are serialised across the cluster), and for a rate-limited type the prune of its
+ * start log. The hand-off (handoff.ts) sends them too.
+ */
+export function limitedPrelude(opts: { type: string; limits: TypeLimit }): SQL[] {
+  const { rate, keyRate } = opts.limits
+  // With the lock, for this transaction only: no bitmap scans. The running count reads the running-lease
+  // index, where every finished job leaves a dead entry until vacuum. A plain index scan marks the dead
+  // entries it meets so the next scan skips them; a bitmap scan never does, and the planner chose one
+  // after a flood: each claim then re-read the flood's 100,000 entries and their heap pages (8 ms a claim,
+  // tripling the gap between a limit-1 type's jobs until autovacuum came).
+  const lock = sql`SELECT pg_advisory_xact_lock(hashtextextended(${`worker_jobs.limit:${opts.type}`}, 0)), set_config('enable_bitmapscan', 'off', true)`
+  const prune =
+    rate !== null || keyRate !== null
+      ? [sql`DELETE FROM worker_rate_starts WHERE type = ${opts.type} AND at <= clock_timestamp() - make_interval(secs => ${Math.max(rate?.perMs ?? 0, keyRate?.perMs ?? 0) / 1000})`]
+      : []
+  return [lock, ...prune]
+}
+
+/**
+ * The first claim statement of claimLimited, for the hand-off: the walk for a type-wide limit (always
+ * exact), the window for a keyed type (its `exact` column says whether claimLimited would look further).
+ */
+export const firstLimitedClaim = (opts: LimitedClaimOptions): SQL =>
+  isKeyed(opts.limits) ? windowClaimStatement(opts) : limitedClaimStatement(opts)
+
+export function limitedResult(jobs: WorkerJob[], rows: Record<string, unknown>[]) {
   const retryInMs = rows[0]?.retry_in_ms
   return {
     jobs,
@@ -170,7 +196,7 @@ export const WIDE_WINDOW_ROWS = 8_000
  * The pieces both statements share: the running rows per key, what the type and a key may still start,
  * the claim of the picked rows with its rate log, and the columns the caller reads.
  */
-function limitParts(opts: ClaimOptions & { type: string; limits: TypeLimit }) {
+function limitParts(opts: LimitedClaimOptions) {
   const { rate, keyRate } = opts.limits
   const perKey = opts.limits.perKey ?? UNLIMITED
   const typeCap = opts.limits.concurrency ?? UNLIMITED
@@ -178,7 +204,7 @@ function limitParts(opts: ClaimOptions & { type: string; limits: TypeLimit }) {
   const windowOf = (r: RateLimit | null) => sql`make_interval(secs => ${(r?.perMs ?? 0) / 1000})`
   // The claim takes rows up to this priority; `beyond_bound` says whether its limits would have let it
   // start any past it (heads are each key's first rows within its limits, whatever their priority).
-  const bound = opts.maxPriority ?? MAX_PRIORITY
+  const bound = opts.boundSql ? sql`(SELECT b FROM bound)` : sql`${opts.maxPriority ?? MAX_PRIORITY}`
   // Each rate is a count of the starts inside its window; a type without that rate counts nothing.
   const typeStarts = rate
     ? sql`(SELECT count(*)::int FROM worker_rate_starts, clock WHERE type = ${opts.type} AND at > clock.t - ${windowOf(rate)})`
@@ -200,11 +226,15 @@ function limitParts(opts: ClaimOptions & { type: string; limits: TypeLimit }) {
         ${rate?.max ?? UNLIMITED}::int - ${typeStarts})`
   return {
     /** The first CTEs: the claim's clock, and the type's running rows per key. */
-    head: sql`clock AS MATERIALIZED (SELECT clock_timestamp() AS t),
+    head: sql`clock AS MATERIALIZED (SELECT clock_timestamp() AS t),${
+      opts.boundSql ? sql`
+    bound AS MATERIALIZED (SELECT coalesce((${opts.boundSql}), ${MAX_PRIORITY}) AS b),` : sql``
+    }
     running AS (
       SELECT concurrency_key AS k, count(*)::int AS n FROM worker_jobs WHERE ${RUNNING} AND type = ${opts.type} GROUP BY concurrency_key
     )`,
     typeFree,
+    bound,
     /** How many more rows key `k` may start (its running rows are `n`); `k` is not the unkeyed bucket. */
     keyRoom: (k: SQL, n: SQL) => {
       const keyStarts = keyRate
@@ -238,7 +268,7 @@ function limitParts(opts: ClaimOptions & { type: string; limits: TypeLimit }) {
  * that read its plan). Each key contributes at most its free slots, taken in (priority, due, id) order;
  * the heads of all keys are then merged in that order up to the type's free slots.
  */
-export function limitedClaimStatement(opts: ClaimOptions & { type: string; limits: TypeLimit }): SQL {
+export function limitedClaimStatement(opts: LimitedClaimOptions): SQL {
   const p = limitParts(opts)
   return sql`
     WITH RECURSIVE ${p.head},
@@ -270,9 +300,9 @@ export function limitedClaimStatement(opts: ClaimOptions & { type: string; limit
  * order and the nested loop keeps it, so LIMIT stops the scan (as the common claim's picked CTE does). Each
  * key keeps its first rows up to its room. `exact` says whether the answer is the walk's (see claimLimited).
  */
-export function windowClaimStatement(opts: ClaimOptions & { type: string; limits: TypeLimit }, rows = windowRows(opts.limit)): SQL {
+export function windowClaimStatement(opts: LimitedClaimOptions, rows = windowRows(opts.limit)): SQL {
   const p = limitParts(opts)
-  const bound = opts.maxPriority ?? MAX_PRIORITY
+  const bound = p.bound
   return sql`
     WITH RECURSIVE ${p.head},
     lp AS (

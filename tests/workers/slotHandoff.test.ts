@@ -1,0 +1,133 @@
+import { afterAll, beforeAll, expect, test } from 'bun:test'
+import type postgres from 'postgres'
+import type { ServerApp } from '../../src/server/serverApp'
+import { createTestDatabase, type TestDatabase } from '../helpers/db'
+import { CREATE_RUNS_TABLE, sqlClient } from '../helpers/engine'
+import { interceptRun } from '../helpers/intercept'
+import { appWith, loopOf, runsOf } from '../helpers/loops'
+import { waitFor } from '../helpers/wait'
+
+/**
+ * The hand-off of a limit-1 type's slot (queue/handoff.ts, workerLoop.ts handOff): the outcome of the job
+ * that ended and the claim of the type's next job are one transaction, on the worker that ran it. And the
+ * ways it could go wrong: a lost reply (the claim committed, the worker never saw it), and a drain that
+ * begins while a hand-off is in flight.
+ */
+let db: TestDatabase
+let sql: postgres.Sql
+let app: ServerApp
+
+beforeAll(async () => {
+  db = await createTestDatabase('slot_handoff')
+  sql = sqlClient(db.url)
+  await sql.unsafe(CREATE_RUNS_TABLE)
+  app = await appWith(db.url)
+})
+afterAll(async () => {
+  await app.dbHandle.close()
+  await sql.end()
+  await db.drop()
+})
+
+async function insertSerial(holds: number[]): Promise<number[]> {
+  await sql`DELETE FROM worker_jobs`
+  await sql`DELETE FROM test_job_runs`
+  const ids: number[] = []
+  // One at a time, so their ids (and due times) give the order they run in.
+  for (const holdMs of holds) {
+    const [r] = await sql`INSERT INTO worker_jobs (type, data, concurrency_key) VALUES ('serial', ${sql.json({ holdMs })}, '') RETURNING id`
+    ids.push(Number(r!.id))
+  }
+  return ids
+}
+
+const isHandoff = (r: unknown) => typeof r === 'object' && r !== null && 'settled' in r
+
+function gate() {
+  let open!: () => void
+  const opened = new Promise<void>((r) => {
+    open = r
+  })
+  return { hold: () => opened, open }
+}
+
+test("the outcome of a limit-1 job and the claim of the type's next job commit together, on the worker that ran it", async () => {
+  const [first, second] = await insertSerial([30, 1_500])
+  // Two workers: the slot could go to either, and it goes to neither of them through a NOTIFY race.
+  // Long leases: no renewal rewrites the second row (and its xmin) while the test reads it.
+  const w1 = loopOf(app, db.url, { leaseMs: 120_000 })
+  const w2 = loopOf(app, db.url, { leaseMs: 120_000 })
+  await Promise.all([w1.loop.start(), w2.loop.start()])
+  try {
+    await waitFor(async () => (await sql`SELECT 1 FROM worker_jobs WHERE id = ${second!} AND started IS NOT NULL`).length > 0, {
+      what: 'the second job to start',
+    })
+    const rows = await sql`SELECT id, xmin::text AS xid, locked_by, finished IS NOT NULL AS done FROM worker_jobs WHERE id IN (${first!}, ${second!}) ORDER BY id`
+    expect(rows.map((r) => r.done)).toEqual([true, false])
+    // One transaction wrote both rows: the first's finish and the second's claim.
+    expect(rows[0]!.xid).toBe(rows[1]!.xid)
+    expect(rows[0]!.locked_by).toBe(rows[1]!.locked_by)
+  } finally {
+    await Promise.all([w1.stop(), w2.stop()])
+  }
+  const runs = await runsOf(sql, [first!, second!])
+  expect(runs).toHaveLength(2)
+  expect(runs[1]!.started_at >= runs[0]!.ended_at).toBe(true)
+})
+
+test('a hand-off whose reply is lost: the job it claimed goes back to pending, then runs once', async () => {
+  const [first, second] = await insertSerial([20, 20])
+  const w = loopOf(app, db.url, { concurrency: 2 })
+  let lost = 0
+  interceptRun(w.queue, {
+    // The transaction committed (the first job finished, the second claimed), and the reply never came.
+    after: (r) => {
+      if (isHandoff(r) && lost++ === 0) throw Object.assign(new Error('connection reset'), { code: 'ECONNRESET' })
+    },
+  })
+  await w.loop.start()
+  try {
+    await waitFor(async () => (await sql`SELECT 1 FROM worker_jobs WHERE id = ${second!} AND finished IS NOT NULL`).length > 0, {
+      what: 'the second job to finish',
+      timeoutMs: 10_000,
+    })
+  } finally {
+    await w.stop()
+  }
+  expect(lost).toBeGreaterThan(0)
+  // Released unrun (attempt unchanged), claimed again, run once: never run while its claim was unknown.
+  const [row] = await sql`SELECT attempt, success, last_error FROM worker_jobs WHERE id = ${second!}`
+  expect(row).toEqual({ attempt: 1, success: true, last_error: null })
+  const runs = await runsOf(sql, [first!, second!])
+  expect(runs.map((r) => Number(r.job_id))).toEqual([first!, second!])
+})
+
+test('a drain that begins while a hand-off is in flight waits for the job it claimed, and writes its outcome', async () => {
+  const [first, second] = await insertSerial([20, 50])
+  const w = loopOf(app, db.url, { concurrency: 2 })
+  const g = gate()
+  let held = false
+  interceptRun(w.queue, {
+    after: async (r) => {
+      if (isHandoff(r) && !held) {
+        held = true
+        await g.hold()
+      }
+    },
+  })
+  await w.loop.start()
+  const drained = await (async () => {
+    await waitFor(() => held, { what: 'the hand-off to be in flight' })
+    const stopping = w.stop().then(() => true)
+    // The hand-off's reply comes only once the drain has begun.
+    g.open()
+    return stopping
+  })()
+  expect(drained).toBe(true)
+  const rows = await sql`SELECT id, finished IS NOT NULL AS done, success, locked_by FROM worker_jobs WHERE id IN (${first!}, ${second!}) ORDER BY id`
+  expect(rows.map((r) => [r.done, r.success])).toEqual([
+    [true, true],
+    [true, true],
+  ])
+  expect((await runsOf(sql, [second!])).length).toBe(1)
+})

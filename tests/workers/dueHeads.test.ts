@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, expect, test } from 'bun:test'
 import type postgres from 'postgres'
 import type { DbHandle } from '../../src/server/db/client'
-import { dueHeads } from '../../src/server/workers/queue/heads'
+import { sql as dsql } from 'drizzle-orm'
+import { dueHeads, mostUrgentDuePriority } from '../../src/server/workers/queue/heads'
 import { indexTuplesRead } from '../helpers/plans'
 import { openTestDb } from '../helpers/testDb'
 
@@ -39,4 +40,26 @@ test('without common types: no common head, the limited heads as before, and the
   expect(await claimIndexReads()).toBe(before)
   expect(heads.common).toBeNull()
   expect(heads.limited.get('serial')?.priority).toBe(-2)
+})
+
+/** The hand-off's priority bound (queue/handoff.ts) over the rows of this file, evaluated alone. */
+async function boundOf(common: string[], limited: string[]): Promise<number | null> {
+  const [row] = (await handle.db.execute(dsql`SELECT ${mostUrgentDuePriority(common, limited)} AS b`)) as unknown as { b: number | null }[]
+  return row!.b === null ? null : Number(row!.b)
+}
+
+test("the hand-off's bound is the most urgent due priority of the other claims; future rows do not count", async () => {
+  expect(await boundOf(['plain'], ['serial'])).toBe(-2)
+  expect(await boundOf(['plain'], ['other'])).toBe(0)
+  expect(await boundOf([], ['other'])).toBeNull()
+  expect(await boundOf(['nothing-of-it'], [])).toBeNull()
+  expect(mostUrgentDuePriority([], [])).toBeNull()
+})
+
+test("the hand-off's bound reads a few entries of the claim index, not every due row", async () => {
+  // 500 due rows at priority 0: as an EXISTS, the planner hashed all of them (a semi-join) on every
+  // hand-off; the LATERAL stops at the first.
+  const before = await claimIndexReads()
+  expect(await boundOf(['plain'], [])).toBe(0)
+  expect((await claimIndexReads()) - before).toBeLessThan(10)
 })

@@ -131,3 +131,52 @@ test('a drain that begins while a hand-off is in flight waits for the job it cla
   ])
   expect((await runsOf(sql, [second!])).length).toBe(1)
 })
+
+test('a drain, then an abort, while a hand-off is in flight: the job it claimed goes back to pending unrun', async () => {
+  const [, second] = await insertSerial([20, 50])
+  const w = loopOf(app, db.url, { concurrency: 2 })
+  const g = gate()
+  let held = false
+  interceptRun(w.queue, {
+    after: async (r) => {
+      if (isHandoff(r) && !held) {
+        held = true
+        await g.hold()
+      }
+    },
+  })
+  await w.loop.start()
+  await waitFor(() => held, { what: 'the hand-off to be in flight' })
+  // As the manager does when a drain takes too long: drain, then abort, once the claim loop has ended
+  // (which, had the abort come first, would have returned what was claimed after it).
+  const stopping = w.stop()
+  await (w.loop as unknown as { done: Promise<void> }).done
+  w.loop.abortAll('forced shutdown')
+  g.open()
+  await stopping
+  const [row] = await sql`SELECT started, locked_by, finished, attempt FROM worker_jobs WHERE id = ${second!}`
+  expect(row).toEqual({ started: null, locked_by: null, finished: null, attempt: 1 })
+  expect(await runsOf(sql, [second!])).toHaveLength(0)
+})
+
+test('at one priority, the hand-off leaves the slot to older ordinary work: a limit-1 backlog does not starve it', async () => {
+  await sql`DELETE FROM worker_jobs`
+  await sql`DELETE FROM test_job_runs`
+  // In (priority, due, id) order: s1, then the ordinary job, then the rest of the serial backlog.
+  const [s1] = await sql`INSERT INTO worker_jobs (type, data, concurrency_key, due) VALUES ('serial', '{"holdMs": 20}', '', now() - interval '10 seconds') RETURNING id`
+  const [plain] = await sql`INSERT INTO worker_jobs (type, data, due) VALUES ('noop', '{}', now() - interval '5 seconds') RETURNING id`
+  const rest = await sql`INSERT INTO worker_jobs (type, data, concurrency_key, due) SELECT 'serial', '{"holdMs": 20}', '', now() - interval '1 second' FROM generate_series(1, 4) RETURNING id`
+  // One slot: whatever takes it when s1 ends decides who waits.
+  const w = loopOf(app, db.url, { concurrency: 1 })
+  await w.loop.start()
+  try {
+    const ids = [Number(s1!.id), Number(plain!.id), ...rest.map((r) => Number(r.id))]
+    await waitFor(async () => (await sql`SELECT count(*)::int AS n FROM worker_jobs WHERE id = ANY(${ids}) AND finished IS NOT NULL`)[0]!.n === ids.length, {
+      what: 'every job to finish',
+    })
+  } finally {
+    await w.stop()
+  }
+  const order = await sql`SELECT id FROM worker_jobs ORDER BY started, id`
+  expect(order.map((r) => Number(r.id)).slice(0, 3)).toEqual([Number(s1!.id), Number(plain!.id), Number(rest[0]!.id)])
+})

@@ -6,7 +6,7 @@ import { pickupLatencyMs } from './jobMetrics'
 import { claimJobs, extendLeases, nextLook, releaseUnknownClaims } from './queue/claim'
 import { finishJobs, type Outcome, type Written } from './queue/finish'
 import { finishAndClaimNext } from './queue/handoff'
-import { dueHeads, type Head, mostUrgentDuePriority, type Source } from './queue/heads'
+import { dueHeads, type Head, otherHeadsBound, type Source } from './queue/heads'
 import { announceFreedSlots, claimLimited, limitOf, nextLimitedDue, type TypeLimit } from './queue/limits'
 import { CANCEL_CHANNEL, JOBS_CHANNEL } from './queue/notify'
 import { isTransientDbError } from './queue/transient'
@@ -206,18 +206,27 @@ export class WorkerLoop {
     }
     const type = batch[0]!.job.type
     const limits = this.limitOfType.get(type)
-    const may = reserved.length > 0 && limits && batch.every((o) => o.job.type === type) && !this.stopping && this.abortedWith === null && !this.releasing
+    // Not while a claim's fate is unknown either: the loop releases its rows only when it has a free slot,
+    // and hand-offs would keep every slot full for as long as the type has work.
+    const may =
+      reserved.length > 0 &&
+      limits &&
+      batch.every((o) => o.job.type === type) &&
+      !this.stopping &&
+      this.abortedWith === null &&
+      !this.releasing &&
+      !this.unknownClaims
     if (!may) {
       unreserve()
       return q.run((db) => finishJobs(db, workerId, batch))
     }
     const claim = { workerId, leaseMs: this.opts.leaseMs }
-    const boundSql = mostUrgentDuePriority(this.types, this.limitedNames.filter((t) => t !== type)) ?? undefined
+    const headBound = otherHeadsBound(this.types, this.limitedNames.filter((t) => t !== type)) ?? undefined
     this.handoffsInFlight++
     const sentAt = this.now()
     try {
       const h = await q.run((db) =>
-        finishAndClaimNext(db, { ...claim, limit: reserved.length, types: [type], type, limits, boundSql, outcomes: batch }),
+        finishAndClaimNext(db, { ...claim, limit: reserved.length, types: [type], type, limits, headBound, outcomes: batch }),
       )
       if (h === null) {
         unreserve()
@@ -225,6 +234,8 @@ export class WorkerLoop {
       }
       // Into the reserved slots: the jobs run before the reservations go, so the count never overshoots.
       this.startAll(h.jobs, sentAt)
+      // Aborted meanwhile: startJob ran none of them, and the drain's last release returns their rows.
+      if (this.abortedWith !== null && h.jobs.length > 0) this.unknownClaims = true
       unreserve()
       if (h.retryInMs !== null) this.wakeAt(Date.now() + Math.max(h.retryInMs, RATE_RETRY_FLOOR_MS))
       if (h.settled) this.settledBatches.add(batch)
@@ -338,6 +349,9 @@ export class WorkerLoop {
       while (this.running.size > 0) await new Promise<void>((r) => this.onIdle.push(r))
       await this.finisher.drained()
     } while (this.running.size > 0)
+    // Rows a hand-off claimed that never ran (an abort came first), or whose claim's reply was lost, once
+    // the loop had ended: nothing is in flight now, so what this worker holds is exactly what it knows.
+    if (this.unknownClaims || this.abortedWith !== null) await this.releaseNeverRun()
     for (const t of this.timers) clearInterval(t)
     if (this.dueTimer) clearTimeout(this.dueTimer)
     if (this.retryTimer) clearTimeout(this.retryTimer)
@@ -699,9 +713,10 @@ export class WorkerLoop {
       const n = await this.exclusiveOfHandoffs(() =>
         this.opts.queueDb.run((db) => releaseUnknownClaims(db, { workerId: this.opts.workerId, held: this.heldIds() })),
       )
-      if (n > 0) this.log.info({ count: n }, 'returned to pending the jobs claimed after the abort, without running them')
+      this.unknownClaims = false
+      if (n > 0) this.log.info({ count: n }, 'returned to pending, without running them, the jobs claimed after the abort or by a claim whose reply was lost')
     } catch (err) {
-      this.log.warn({ err }, 'could not return the jobs claimed after the abort; their lease will expire')
+      this.log.warn({ err }, 'could not return the jobs claimed but never run here; their lease will expire')
     }
   }
 

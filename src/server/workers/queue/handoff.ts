@@ -34,9 +34,12 @@ export interface Handoff {
  * the finish ran, in the same transaction, so it counts the finished rows out of the running ones; other
  * workers' claims, serialised by the lock, see the finish and the claim together, at commit.
  *
- * Priority: the claim is bounded by the most urgent due work of the worker's other claims (boundSql,
- * mostUrgentDuePriority), so a limited type's backlog never takes a slot that more urgent work waits for;
- * such a slot is left to the loop, which gives it to that work, and announced (not `settled`).
+ * Priority: the claim takes only rows ahead of the worker's other claims' most urgent due row in
+ * (priority, due, id) order (headBound, otherHeadsBound), the order a claim round gives slots in: a
+ * limited type's backlog never takes a slot that more urgent work waits for, nor, at one priority, a slot
+ * that older work waits for (the slot is sticky otherwise, and a limit-1 backlog would starve the worker's
+ * other work of that priority). Such a slot is left to the loop, which gives it to that work, and
+ * announced (not `settled`).
  *
  * Returns null when an outcome needs more than a finish (a retry, a cron successor, a rerun): the
  * caller writes those with finishJobs and leaves the slots to the loop's next claim.

@@ -31,12 +31,28 @@ export async function dueHeads(
   commonTypes: readonly string[],
   limitedTypes: readonly string[],
 ): Promise<{ common: Head | null; limited: Map<string, Head> }> {
+  const rows = await runQuery(db, sql`SELECT type, priority, extract(epoch FROM due)::float8 * 1000 AS due_ms, id FROM (${headsSelect(commonTypes, limitedTypes)}) AS h`)
+  let common: Head | null = null
+  const limited = new Map<string, Head>()
+  for (const r of rows) {
+    const head = { priority: Number(r.priority), dueMs: Number(r.due_ms), id: Number(r.id) }
+    if (r.type === null) common = head
+    else limited.set(String(r.type), head)
+  }
+  return { common, limited }
+}
+
+/**
+ * The heads as rows (type: NULL for the common claim's, priority, due, id), for dueHeads and for the
+ * hand-off's bound (otherHeadsBound).
+ */
+function headsSelect(commonTypes: readonly string[], limitedTypes: readonly string[]): SQL {
   const claimable = sql.raw(CLAIMABLE_TEXT)
   const limitedPending = sql.raw(LIMITED_PENDING_TEXT)
   // Without common types (a server whose every type is limited) that part is left out: its loose scan
   // would still walk the claim index to find nothing.
   const commonPart = sql`
-    (SELECT NULL::text AS type, p.priority, extract(epoch FROM x.due)::float8 * 1000 AS due_ms, x.id
+    (SELECT NULL::text AS type, p.priority, x.due, x.id
      FROM priorities AS p CROSS JOIN LATERAL (
        SELECT due, id FROM worker_jobs
        WHERE ${claimable} AND priority = p.priority AND due <= now() AND type = ANY(${textArray(commonTypes)})
@@ -49,9 +65,7 @@ export async function dueHeads(
      LIMIT 1)
     UNION ALL`
   const withCommon = commonTypes.length > 0
-  const rows = await runQuery(
-    db,
-    sql`
+  return sql`
     WITH RECURSIVE ${withCommon ? sql`${PRIORITIES}, ` : sql``}lp AS (
       SELECT t.type, (SELECT priority FROM worker_jobs WHERE ${limitedPending} AND type = t.type ORDER BY priority LIMIT 1) AS priority
       FROM unnest(${textArray(limitedTypes)}) AS t(type)
@@ -61,47 +75,23 @@ export async function dueHeads(
       FROM lp WHERE lp.priority IS NOT NULL
     )
     ${withCommon ? commonPart : sql``}
-    (SELECT DISTINCT ON (lp.type) lp.type, lp.priority, extract(epoch FROM x.due)::float8 * 1000${withCommon ? sql`` : sql` AS due_ms`}, x.id
+    (SELECT DISTINCT ON (lp.type) lp.type, lp.priority, x.due, x.id
      FROM lp CROSS JOIN LATERAL (
        SELECT due, id FROM worker_jobs
        WHERE ${limitedPending} AND type = lp.type AND priority = lp.priority AND due <= now()
        ORDER BY due, id LIMIT 1
      ) AS x
      WHERE lp.priority IS NOT NULL
-     ORDER BY lp.type, lp.priority)`,
-  )
-  let common: Head | null = null
-  const limited = new Map<string, Head>()
-  for (const r of rows) {
-    const head = { priority: Number(r.priority), dueMs: Number(r.due_ms), id: Number(r.id) }
-    if (r.type === null) common = head
-    else limited.set(String(r.type), head)
-  }
-  return { common, limited }
+     ORDER BY lp.type, lp.priority)`
 }
 
 /**
- * The priority of the most urgent due row of the other claims of a worker (the common claim's types and
- * other limited types), as a scalar expression for a claim to bound itself by (the hand-off, handoff.ts:
- * a freed slot goes to the limited type's next job only if no more urgent work waits). NULL when none is
- * due. The same loose index scans as dueHeads, one per priority in use up to the first with a due row.
+ * The most urgent of the other claims' heads of a worker (the common claim's types and other limited
+ * types), as a query of one row (priority, due, id), or none when nothing of theirs is due: the bound of
+ * the hand-off's claim (handoff.ts), which takes only rows ahead of it in (priority, due, id) order, the
+ * order a claim round gives slots in. Null when the worker has no other claim.
  */
-export function mostUrgentDuePriority(commonTypes: readonly string[], limitedTypes: readonly string[]): SQL | null {
+export function otherHeadsBound(commonTypes: readonly string[], limitedTypes: readonly string[]): SQL | null {
   if (commonTypes.length === 0 && limitedTypes.length === 0) return null
-  const parts: SQL[] = []
-  if (commonTypes.length > 0)
-    // A LATERAL with LIMIT 1, not EXISTS: the planner made the EXISTS a hash semi-join that read every
-    // due row first (130-250 ms a hand-off inside a 200,000-job flood).
-    parts.push(sql`(WITH RECURSIVE ${PRIORITIES}
-      SELECT p.priority FROM priorities AS p CROSS JOIN LATERAL (
-        SELECT 1 FROM worker_jobs
-        WHERE ${sql.raw(CLAIMABLE_TEXT)} AND priority = p.priority AND due <= now() AND type = ANY(${textArray(commonTypes)})
-        LIMIT 1
-      ) AS x
-      WHERE p.priority IS NOT NULL
-      LIMIT 1)`)
-  const limitedPending = sql.raw(LIMITED_PENDING_TEXT)
-  for (const t of limitedTypes)
-    parts.push(sql`(SELECT priority FROM worker_jobs WHERE ${limitedPending} AND type = ${t} AND due <= now() ORDER BY priority LIMIT 1)`)
-  return sql`least(${sql.join(parts, sql`, `)})`
+  return sql`SELECT priority, due, id FROM (${headsSelect(commonTypes, limitedTypes)}) AS h ORDER BY priority, due, id LIMIT 1`
 }

@@ -93,10 +93,12 @@ export type LimitedClaimOptions = ClaimOptions & {
   type: string
   limits: TypeLimit
   /**
-   * The priority bound as an expression evaluated by the claim itself, in place of maxPriority: the
-   * hand-off's (handoff.ts), which must not take a job while more urgent work waits for the slot.
+   * In place of maxPriority, a bound read by the claim itself: a query of at most one row (priority, due,
+   * id), and the claim takes only rows ahead of it in that order (none: no bound). The hand-off's
+   * (handoff.ts, otherHeadsBound): a freed slot goes to the type's next job only if no other work of the
+   * worker comes first in the order a claim round would give the slot.
    */
-  boundSql?: SQL
+  headBound?: SQL
 }
 
 /**
@@ -204,7 +206,12 @@ function limitParts(opts: LimitedClaimOptions) {
   const windowOf = (r: RateLimit | null) => sql`make_interval(secs => ${(r?.perMs ?? 0) / 1000})`
   // The claim takes rows up to this priority; `beyond_bound` says whether its limits would have let it
   // start any past it (heads are each key's first rows within its limits, whatever their priority).
-  const bound = opts.boundSql ? sql`(SELECT b FROM bound)` : sql`${opts.maxPriority ?? MAX_PRIORITY}`
+  const maxPriority = sql`${opts.maxPriority ?? MAX_PRIORITY}::int`
+  // Over a row of `heads` (id, priority, due): within the bound, or past it.
+  const inBound = opts.headBound
+    ? sql`(NOT EXISTS (SELECT 1 FROM bound) OR (priority, due, id) < (SELECT b.priority, b.due, b.id FROM bound AS b))`
+    : sql`priority <= ${maxPriority}`
+  const pastBound = sql`NOT ${inBound}`
   // Each rate is a count of the starts inside its window; a type without that rate counts nothing.
   const typeStarts = rate
     ? sql`(SELECT count(*)::int FROM worker_rate_starts, clock WHERE type = ${opts.type} AND at > clock.t - ${windowOf(rate)})`
@@ -227,14 +234,14 @@ function limitParts(opts: LimitedClaimOptions) {
   return {
     /** The first CTEs: the claim's clock, and the type's running rows per key. */
     head: sql`clock AS MATERIALIZED (SELECT clock_timestamp() AS t),${
-      opts.boundSql ? sql`
-    bound AS MATERIALIZED (SELECT coalesce((${opts.boundSql}), ${MAX_PRIORITY}) AS b),` : sql``
+      opts.headBound ? sql`
+    bound AS MATERIALIZED (${opts.headBound}),` : sql``
     }
     running AS (
       SELECT concurrency_key AS k, count(*)::int AS n FROM worker_jobs WHERE ${RUNNING} AND type = ${opts.type} GROUP BY concurrency_key
     )`,
     typeFree,
-    bound,
+    pastBound,
     /** How many more rows key `k` may start (its running rows are `n`); `k` is not the unkeyed bucket. */
     keyRoom: (k: SQL, n: SQL) => {
       const keyStarts = keyRate
@@ -246,7 +253,7 @@ function limitParts(opts: LimitedClaimOptions) {
     /** `picked` from the `heads` CTE, the claim, and the columns (plus `extra`). */
     tail: (extra?: SQL) => sql`picked AS MATERIALIZED (
       SELECT id FROM heads
-      WHERE priority <= ${bound}::int
+      WHERE ${inBound}
       ORDER BY priority, due, id
       LIMIT greatest(0, ${typeFree})
     ), ${claimedJobsSelect(opts, sql`picked`, {
@@ -256,7 +263,7 @@ function limitParts(opts: LimitedClaimOptions) {
         : undefined,
       // As a delay from the claim's own clock, not a time: a server whose clock runs ahead of the
       // database's would otherwise wake early and claim in vain every few ms until its clock caught up.
-      columns: sql`EXISTS (SELECT 1 FROM heads WHERE priority > ${bound}::int) AS beyond_bound${
+      columns: sql`EXISTS (SELECT 1 FROM heads WHERE ${pastBound}) AS beyond_bound${
         logged ? sql`, extract(epoch FROM least(${nextFree(rate)}, ${nextFree(keyRate)}) - (SELECT t FROM clock)) * 1000 AS retry_in_ms` : sql``
       }${extra ? sql`, ${extra}` : sql``}`,
     })}`,
@@ -302,7 +309,6 @@ export function limitedClaimStatement(opts: LimitedClaimOptions): SQL {
  */
 export function windowClaimStatement(opts: LimitedClaimOptions, rows = windowRows(opts.limit)): SQL {
   const p = limitParts(opts)
-  const bound = p.bound
   return sql`
     WITH RECURSIVE ${p.head},
     lp AS (
@@ -329,7 +335,7 @@ export function windowClaimStatement(opts: LimitedClaimOptions, rows = windowRow
     ), ${p.tail(sql`(
       (SELECT count(*) FROM win) < ${rows}::int
       OR (SELECT count(*) FROM picked) >= ${p.typeFree}
-      OR EXISTS (SELECT 1 FROM heads WHERE priority > ${bound}::int)
+      OR EXISTS (SELECT 1 FROM heads WHERE ${p.pastBound})
     ) AS exact`)}`
 }
 

@@ -1,10 +1,13 @@
-import { afterAll, beforeAll, expect, test } from 'bun:test'
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import type postgres from 'postgres'
+import type { WorkerJob } from '../../src/server/db/schema'
 import type { ServerApp } from '../../src/server/serverApp'
+import { finishAndClaimNext } from '../../src/server/workers/queue/handoff'
+import { claimLimited, type TypeLimit } from '../../src/server/workers/queue/limits'
 import { createTestDatabase, type TestDatabase } from '../helpers/db'
 import { CREATE_RUNS_TABLE, sqlClient } from '../helpers/engine'
 import { interceptRun } from '../helpers/intercept'
-import { appWith, loopOf, runsOf } from '../helpers/loops'
+import { appWith, limitedType, loopOf, runsOf } from '../helpers/loops'
 import { waitFor } from '../helpers/wait'
 
 /**
@@ -179,4 +182,88 @@ test('at one priority, the hand-off leaves the slot to older ordinary work: a li
   }
   const order = await sql`SELECT id FROM worker_jobs ORDER BY started, id`
   expect(order.map((r) => Number(r.id)).slice(0, 3)).toEqual([Number(s1!.id), Number(plain!.id), Number(rest[0]!.id)])
+})
+
+describe('the one-statement hand-off of a type with only a type-wide cap (no advisory lock)', () => {
+  const capped = (concurrency: number): TypeLimit => ({ concurrency, perKey: null, rate: null, keyRate: null })
+
+  /** Claims one pending serial row for `workerId`, as if under a cap of 10 (the old deploy's). */
+  async function claimAs(workerId: string) {
+    const got = await claimLimited(app.dbHandle.db, { workerId, limit: 1, leaseMs: 60_000, types: ['serial'], type: 'serial', limits: capped(10) })
+    expect(got.jobs).toHaveLength(1)
+    return got.jobs[0]!
+  }
+
+  const handOff = (workerId: string, job: WorkerJob, concurrency: number) =>
+    finishAndClaimNext(app.dbHandle.db, {
+      workerId,
+      leaseMs: 60_000,
+      limit: 1,
+      types: ['serial'],
+      type: 'serial',
+      limits: capped(concurrency),
+      outcomes: [{ job, success: true, result: null }],
+    })
+
+  test('at the cap, it replaces the job it finished with the next one', async () => {
+    const [, next] = await insertSerial([0, 0])
+    const mine = await claimAs('replace/at-cap')
+    const h = await handOff('replace/at-cap', mine, 1)
+    expect(h!.jobs.map((j) => j.id)).toEqual([next!])
+    expect(h!.settled).toBe(true)
+    expect([...h!.written]).toEqual([[mine.id, 'succeeded']])
+  })
+
+  test('over the cap (it was lowered while jobs ran), it replaces none: the count comes down as jobs end', async () => {
+    await insertSerial([0, 0, 0, 0])
+    const others = [await claimAs('replace/other'), await claimAs('replace/other')]
+    const mine = await claimAs('replace/over-cap')
+    // Three running; the cap is now 1.
+    const h = await handOff('replace/over-cap', mine, 1)
+    expect(h!.jobs).toEqual([])
+    expect(h!.settled).toBe(false)
+    const [r] = await sql`SELECT count(*)::int AS running FROM worker_jobs WHERE type = 'serial' AND started IS NOT NULL AND finished IS NULL`
+    expect(r!.running).toBe(others.length)
+  })
+
+  test('a row the finish did not write (rescued meanwhile) frees no slot to replace', async () => {
+    await insertSerial([0, 0])
+    const mine = await claimAs('replace/rescued')
+    // The rescuer put it back to pending: it is no longer ours, and its slot was the rescuer's to announce.
+    await sql`UPDATE worker_jobs SET started = NULL, locked_by = NULL, lease_expires_at = NULL WHERE id = ${mine.id}`
+    const h = await handOff('replace/rescued', mine, 1)
+    expect(h!.jobs).toEqual([])
+    expect(h!.written.size).toBe(0)
+  })
+})
+
+test('a cap of 2 holds across three workers handing off and claiming at once, and two do run together', async () => {
+  const pairApp = await appWith(db.url, [limitedType('pair', { concurrency: 2 })], { withTestJobs: true })
+  await sql`DELETE FROM worker_jobs`
+  await sql`DELETE FROM test_job_runs`
+  const rows = await sql`INSERT INTO worker_jobs (type, data, concurrency_key) SELECT 'pair', '{"holdMs": 10}', '' FROM generate_series(1, 60) RETURNING id`
+  const ids = rows.map((r) => Number(r.id))
+  const loops = [0, 1, 2].map(() => loopOf(pairApp, db.url, { concurrency: 3 }))
+  await Promise.all(loops.map((l) => l.loop.start()))
+  try {
+    await waitFor(async () => (await sql`SELECT count(*)::int AS n FROM worker_jobs WHERE id = ANY(${ids}) AND finished IS NOT NULL`)[0]!.n === ids.length, {
+      what: 'every pair job to finish',
+      timeoutMs: 30_000,
+    })
+  } finally {
+    await Promise.all(loops.map((l) => l.stop()))
+    await pairApp.dbHandle.close()
+  }
+  const runs = await runsOf(sql, ids)
+  expect(runs).toHaveLength(ids.length)
+  // The most runs ever in progress at one instant, from the side table's start and end times.
+  const edges = runs.flatMap((r) => [
+    { t: r.started_at.getTime(), d: 1 },
+    { t: r.ended_at.getTime(), d: -1 },
+  ])
+  edges.sort((a, b) => a.t - b.t || a.d - b.d)
+  let now = 0
+  let most = 0
+  for (const e of edges) most = Math.max(most, (now += e.d))
+  expect(most).toBe(2)
 })

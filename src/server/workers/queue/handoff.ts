@@ -1,8 +1,10 @@
-import { type Database, pipelinedTransaction } from '../../db/client'
+import { type SQL, sql } from 'drizzle-orm'
+import { type Database, pipelinedTransaction, runQuery } from '../../db/client'
 import type { WorkerJob } from '../../db/schema'
-import { decodeClaimed } from './claim'
+import { claimedJobsSelect, decodeClaimed } from './claim'
 import { type Outcome, plainFinish, type Written } from './finish'
-import { firstLimitedClaim, type LimitedClaimOptions, limitedPrelude, limitedResult } from './limits'
+import { firstLimitedClaim, isKeyed, LIMITED_PENDING, type LimitedClaimOptions, limitedPrelude, limitedResult, type TypeLimit } from './limits'
+import { RUNNING } from './states'
 
 export interface Handoff {
   /** The outcomes' rows that were written, each with what it became. */
@@ -50,12 +52,77 @@ export async function finishAndClaimNext(
 ): Promise<Handoff | null> {
   const finish = plainFinish(opts.workerId, opts.outcomes)
   if (!finish) return null
+  if (replaceable(opts.limits)) {
+    const [row] = await runQuery(db, replaceStatement(opts, finish.statement))
+    const jobs = decodeClaimed([row!], opts)
+    const done = JSON.parse(String(row!.fin)) as [number, boolean][]
+    // Every slot it finished was refilled; otherwise the loop's next round and the announce take over.
+    return { written: finish.written(done.map(([id, cancelled]) => ({ id, cancelled }))), jobs, settled: jobs.length >= opts.limit, retryInMs: null }
+  }
   const results = await pipelinedTransaction(db, [finish.statement, ...limitedPrelude(opts), firstLimitedClaim(opts)])
   const claimRows = results.at(-1)!
   const claimed = limitedResult(decodeClaimed(claimRows, opts), claimRows)
-  // Settled: every freed slot refilled, or the claim saw all the type may start and it was none of it (no
-  // more urgent work took precedence, no rate held it back, the window was not cut short).
-  const settled =
-    claimed.jobs.length >= opts.limit || (claimRows[0]?.exact !== false && !claimed.moreBeyondBound && claimed.retryInMs === null)
+  // Settled: the claim saw all the type may start (no other work took precedence, no rate held it back,
+  // the window was not cut short) and took it, or every freed slot was refilled. For a keyed type, only
+  // when it took nothing: the row it took may be another key's, and the freed key's next job, which may
+  // now start, is then for the loop's next round or another worker to take (announced).
+  const sawAll = claimRows[0]?.exact !== false && !claimed.moreBeyondBound && claimed.retryInMs === null
+  const settled = isKeyed(opts.limits) ? sawAll && claimed.jobs.length === 0 : sawAll || claimed.jobs.length >= opts.limit
   return { written: finish.written(results[0]!), jobs: claimed.jobs, settled, retryInMs: claimed.retryInMs }
+}
+
+/** A type whose only limit is a type-wide cap: its hand-off can be a replacement (replaceStatement). */
+const replaceable = (limits: TypeLimit) => limits.concurrency !== null && !isKeyed(limits) && limits.rate === null
+
+/**
+ * The hand-off of a type whose only limit is a type-wide cap, in one autocommit statement (one round trip,
+ * against three for the locked transaction: inside a saturated flood each costs about 4 ms), without the
+ * type's advisory lock. Why that is safe: it claims at most as many rows as its own finish (`fin`) moves
+ * from running to finished, in the same commit, so no commit of it ever raises the type's running count:
+ * just before it commits, the count includes the rows it finishes (they are ours, running, and locked by
+ * its UPDATE), and just after, the rows it claimed stand in their place. Every other claim of the type
+ * holds the lock and adds only what its limit leaves room for, so the count stays within the limit
+ * whichever order the commits come in. Two claims can never take the same row: each row is taken under
+ * its row lock and re-checked (SKIP LOCKED, then `started IS NULL` in the UPDATE).
+ *
+ * The count of running rows (its own snapshot) only matters when the type runs over its cap already (the
+ * cap was lowered by a deploy): then it replaces none, so the count comes down as jobs end. Counted in the
+ * running-lease index's order with a LIMIT, a plain index scan: a bitmap scan would re-read every dead entry
+ * a flood left there, on every hand-off (see claimLimited).
+ */
+function replaceStatement(opts: LimitedClaimOptions, finish: SQL): SQL {
+  const cap = opts.limits.concurrency!
+  const inBound = opts.headBound
+    ? sql`AND (NOT EXISTS (SELECT 1 FROM bound) OR (priority, due, id) < (SELECT b.priority, b.due, b.id FROM bound AS b))`
+    : sql``
+  return sql`
+    WITH RECURSIVE fin AS (${finish}),
+    ${opts.headBound ? sql`bound AS MATERIALIZED (${opts.headBound}),` : sql``}
+    room AS MATERIALIZED (
+      SELECT greatest(0, least(
+        (SELECT count(*) FROM fin),
+        ${cap}::int + (SELECT count(*) FROM fin) - (SELECT count(*) FROM (
+          SELECT 1 FROM worker_jobs WHERE ${RUNNING} AND type = ${opts.type} ORDER BY lease_expires_at LIMIT ${cap + opts.limit}::int
+        ) AS r)))::int AS n
+    ),
+    lp AS (
+      (SELECT priority FROM worker_jobs WHERE ${LIMITED_PENDING} AND type = ${opts.type} ORDER BY priority LIMIT 1)
+      UNION ALL
+      SELECT (SELECT w.priority FROM worker_jobs AS w
+              WHERE ${LIMITED_PENDING} AND w.type = ${opts.type} AND w.priority > lp.priority ORDER BY w.priority LIMIT 1)
+      FROM lp WHERE lp.priority IS NOT NULL
+    ),
+    picked AS MATERIALIZED (
+      SELECT x.id FROM lp CROSS JOIN LATERAL (
+        SELECT id FROM worker_jobs
+        WHERE ${LIMITED_PENDING} AND type = ${opts.type} AND priority = lp.priority AND due <= now() ${inBound}
+        ORDER BY due, id
+        LIMIT (SELECT n FROM room)
+        FOR UPDATE SKIP LOCKED
+      ) AS x
+      WHERE lp.priority IS NOT NULL
+      LIMIT (SELECT n FROM room)
+    ), ${claimedJobsSelect(opts, sql`picked`, {
+      columns: sql`(SELECT coalesce(json_agg(json_build_array(id, cancelled)), '[]')::text FROM fin) AS fin`,
+    })}`
 }

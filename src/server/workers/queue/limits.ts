@@ -183,7 +183,8 @@ export function limitedResult(jobs: WorkerJob[], rows: Record<string, unknown>[]
   }
 }
 
-const isKeyed = (limits: TypeLimit) => limits.perKey !== null || limits.keyRate !== null
+/** Whether the type's limits are per key (its claim looks at keys, not only at the type). */
+export const isKeyed = (limits: TypeLimit) => limits.perKey !== null || limits.keyRate !== null
 
 /** How many due rows the window of a keyed claim reads: a few times what it may take, within bounds. */
 export const windowRows = (limit: number) => Math.min(1000, Math.max(64, 4 * limit))

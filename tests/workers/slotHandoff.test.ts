@@ -264,6 +264,9 @@ test('a cap of 2 holds across three workers handing off and claiming at once, an
   edges.sort((a, b) => a.t - b.t || a.d - b.d)
   let now = 0
   let most = 0
-  for (const e of edges) most = Math.max(most, (now += e.d))
+  for (const e of edges) {
+    now += e.d
+    most = Math.max(most, now)
+  }
   expect(most).toBe(2)
 })

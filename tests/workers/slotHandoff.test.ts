@@ -226,6 +226,21 @@ describe('the one-statement hand-off of a type with only a type-wide cap (no adv
     expect(r!.running).toBe(others.length)
   })
 
+  test('a row requeued by hand that kept its locked_by is finished, but frees no slot to replace', async () => {
+    const [a, b] = await insertSerial([0, 0, 0])
+    const mine = await claimAs('replace/requeued')
+    expect(mine.id).toBe(a!)
+    // Someone puts it back to pending with psql (for later), leaving locked_by; another worker then takes
+    // the type's one slot.
+    await sql`UPDATE worker_jobs SET started = NULL, lease_expires_at = NULL, due = now() + interval '1 hour' WHERE id = ${a!}`
+    const other = await claimLimited(app.dbHandle.db, { workerId: 'replace/other', limit: 1, leaseMs: 60_000, types: ['serial'], type: 'serial', limits: capped(1) })
+    expect(other.jobs.map((j) => j.id)).toEqual([b!])
+    const h = await handOff('replace/requeued', mine, 1)
+    expect(h!.jobs).toEqual([])
+    const [r] = await sql`SELECT count(*)::int AS running FROM worker_jobs WHERE type = 'serial' AND started IS NOT NULL AND finished IS NULL`
+    expect(r!.running).toBe(1)
+  })
+
   test('a row the finish did not write (rescued meanwhile) frees no slot to replace', async () => {
     await insertSerial([0, 0])
     const mine = await claimAs('replace/rescued')

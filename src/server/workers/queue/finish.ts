@@ -164,6 +164,9 @@ function finishValues(workerId: string, rows: readonly { id: number; success: bo
 const doneOf = (rows: readonly Record<string, unknown>[]) => new Map(rows.map((r) => [Number(r.id), r.cancelled === true]))
 
 /**
+ * `ran`: whether the row was running (a row requeued by hand keeps locked_by, and is finished too; the
+ * hand-off counts only running rows as slots it frees, handoff.ts).
+ *
  * The rows are found by `id = ANY(ARRAY(…ids…))`, a primary-key lookup whatever the statistics say, as in
  * the claim. Joined only to the recordset (which the planner always guesses at 100 rows), the held-by
  * filter looked selective enough that on a table of a few thousand rows the planner hashed the batch
@@ -178,7 +181,7 @@ function finishSql({ workerId, batch, ids }: { workerId: string; batch: string; 
         remove_at = now() + make_interval(secs => j.remove_delay), updated_at = now()
     FROM jsonb_to_recordset(${batch}::text::jsonb) AS v(id bigint, success boolean, result jsonb)
     WHERE j.id = ANY(${jsonBigintArray(ids)}) AND j.id = v.id AND ${heldBy(workerId, 'j')}
-    RETURNING j.id, j.cancelled_at IS NOT NULL AS cancelled`
+    RETURNING j.id, j.cancelled_at IS NOT NULL AS cancelled, j.type, j.started IS NOT NULL AS ran`
 }
 
 /** Rendered once: a worker writes one finish per batch of jobs (see compileQuery). */

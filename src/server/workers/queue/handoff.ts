@@ -78,7 +78,9 @@ const replaceable = (limits: TypeLimit) => limits.concurrency !== null && !isKey
  * The hand-off of a type whose only limit is a type-wide cap, in one autocommit statement (one round trip,
  * against three for the locked transaction: inside a saturated flood each costs about 4 ms), without the
  * type's advisory lock. Why that is safe: it claims at most as many rows as its own finish (`fin`) moves
- * from running to finished, in the same commit, so no commit of it ever raises the type's running count:
+ * from running to finished (`freed`: rows of the type that were running; a row requeued by hand with its
+ * locked_by left is finished too, but frees nothing), in the same commit, so no commit of it ever raises
+ * the type's running count:
  * just before it commits, the count includes the rows it finishes (they are ours, running, and locked by
  * its UPDATE), and just after, the rows it claimed stand in their place. Every other claim of the type
  * holds the lock and adds only what its limit leaves room for, so the count stays within the limit
@@ -86,9 +88,11 @@ const replaceable = (limits: TypeLimit) => limits.concurrency !== null && !isKey
  * its row lock and re-checked (SKIP LOCKED, then `started IS NULL` in the UPDATE).
  *
  * The count of running rows (its own snapshot) only matters when the type runs over its cap already (the
- * cap was lowered by a deploy): then it replaces none, so the count comes down as jobs end. Counted in the
- * running-lease index's order with a LIMIT, a plain index scan: a bitmap scan would re-read every dead entry
- * a flood left there, on every hand-off (see claimLimited).
+ * cap was lowered by a deploy): then it replaces only what keeps the count at the cap, none while it is
+ * further over, so the count comes down as jobs end. Counted in the running-lease index's order with a
+ * LIMIT, so the planner takes a plain index scan: a bitmap scan would re-read every dead entry a flood left
+ * there, on every hand-off (see claimLimited). That scan still reads every running row of every type when
+ * the type is under its cap (as the locked claim's count does).
  */
 function replaceStatement(opts: LimitedClaimOptions, finish: SQL): SQL {
   const cap = opts.limits.concurrency!
@@ -98,10 +102,12 @@ function replaceStatement(opts: LimitedClaimOptions, finish: SQL): SQL {
   return sql`
     WITH RECURSIVE fin AS (${finish}),
     ${opts.headBound ? sql`bound AS MATERIALIZED (${opts.headBound}),` : sql``}
+    freed AS MATERIALIZED (SELECT count(*)::int AS f FROM fin WHERE ran AND type = ${opts.type}),
     room AS MATERIALIZED (
       SELECT greatest(0, least(
-        (SELECT count(*) FROM fin),
-        ${cap}::int + (SELECT count(*) FROM fin) - (SELECT count(*) FROM (
+        ${opts.limit}::int,
+        (SELECT f FROM freed),
+        ${cap}::int + (SELECT f FROM freed) - (SELECT count(*) FROM (
           SELECT 1 FROM worker_jobs WHERE ${RUNNING} AND type = ${opts.type} ORDER BY lease_expires_at LIMIT ${cap + opts.limit}::int
         ) AS r)))::int AS n
     ),

@@ -17,7 +17,9 @@ import { LIMITED_PENDING_TEXT, RUNNING } from './states'
  *   claim never walks past rows that a limit holds back, and never claims them.
  * - The limited claim of a type runs in a transaction holding the type's advisory lock, so the claims of
  *   one limited type are serialised across every worker and server: each sees the running count that the
- *   previous one committed, and two claims can never both take the last slot. The lock lasts one short
+ *   previous one committed, and two claims can never both take the last slot. The one exception takes no
+ *   slot: the hand-off of a type with only a type-wide cap (handoff.ts, replaceStatement) claims no more
+ *   rows than it finishes in the same commit, so it never raises the count any claim sees. The lock lasts one short
  *   statement; the handler runs with nothing held (ownership is locked_by plus the lease, as usual).
  * - Running = started and not finished, counted from the rows themselves: a job rescued after its child
  *   died or its lease expired frees its slot by going back to pending (or being finished), with no
@@ -25,9 +27,11 @@ import { LIMITED_PENDING_TEXT, RUNNING } from './states'
  * - Rates (rateLimit, keyRateLimit): a sliding log of starts in worker_rate_starts, written and read under
  *   the same lock (see claimLimited).
  * - A held-back job stays pending, untouched (not claimed and released in a loop). When a slot frees, the
- *   worker that wrote the outcome claims again at once, and NOTIFYs the jobs channel (announceFreedSlots)
- *   unless that claim took all the type's limits allow (workerLoop.ts, refillHere); the rescuer's release
- *   and finish do so too, so a waiting job starts at once instead of at the next poll.
+ *   worker that ran the job writes its outcome and claims the type's next job in one transaction (the
+ *   hand-off, handoff.ts); when that cannot settle the slot, it claims again in its loop and NOTIFYs the
+ *   jobs channel (announceFreedSlots) unless that claim took all the type's limits allow (workerLoop.ts,
+ *   refillHere); the rescuer's release and finish do so too, so a waiting job starts at once instead of at
+ *   the next poll.
  */
 
 export interface TypeLimit {

@@ -62,7 +62,13 @@ export const recordJob = defineJob({
 /** A job type only the newer server of the rolling-deploy scenario registers. */
 export const newerRecordJob = defineJob({ ...recordJob, type: 'chaosRecordNew' })
 
-export const jobs = process.env.CHAOS_WITH_NEW_TYPE === 'true' ? [recordJob, newerRecordJob] : [recordJob]
+/**
+ * The recorder under a cluster-wide `concurrency: 1` (scenario 1): its runs, across both servers and every
+ * kill and restart, must never overlap, whichever job they belong to.
+ */
+export const serialRecordJob = defineJob({ ...recordJob, type: 'chaosSerial', concurrency: 1 })
+
+export const jobs = process.env.CHAOS_WITH_NEW_TYPE === 'true' ? [recordJob, serialRecordJob, newerRecordJob] : [recordJob, serialRecordJob]
 
 /** 'ok' after `ms`, or 'aborted: <reason>' as soon as the signal fires. */
 function hold(ms: number, signal: AbortSignal): Promise<string> {

@@ -109,6 +109,27 @@ export function noOverlaps(runs: readonly RunRow[], killedAt: ReadonlyMap<number
   }
 }
 
+/**
+ * The runs of a concurrency-1 type (`runs`, of any of its jobs) never overlap: each starts after every
+ * earlier one ended, or after its process was killed.
+ */
+export function oneAtATime(runs: readonly RunRow[], killedAt: ReadonlyMap<number, number>): Verdict & { overlapping: [RunRow, RunRow][] } {
+  const list = [...runs].sort((a, b) => a.startedAt - b.startedAt)
+  const overlapping: [RunRow, RunRow][] = []
+  // The latest end among the runs before each one: a run must start after all of them ended.
+  let latest: RunRow | null = null
+  for (const r of list) {
+    if (latest && effectiveEnd(latest, killedAt) > r.startedAt) overlapping.push([latest, r])
+    if (!latest || effectiveEnd(r, killedAt) > effectiveEnd(latest, killedAt)) latest = r
+  }
+  return {
+    name: 'a concurrency-1 type never runs two jobs at once',
+    ok: overlapping.length === 0,
+    figure: `${runs.length} runs of ${new Set(runs.map((r) => r.jobId)).size} jobs, ${overlapping.length} overlapping${overlapping.length > 0 ? `; first: ${describePair(overlapping[0]!, killedAt)}` : ''}`,
+    overlapping,
+  }
+}
+
 /** No worker child died unless the suite killed it: a crash of its own is a defect, and would also hide behind the verdicts above. */
 export function onlyKilledProcessesDied(
   exits: readonly { server: string; pid: number; code: number | null; signal: string | null }[],

@@ -4,7 +4,7 @@ import { readJobs, readRuns, runsSettled } from '../history'
 import { streamJobs, untilFinished } from '../load'
 import { sampleRss } from '../rss'
 import { ADMIN_TOKEN, type ChaosServer } from '../servers'
-import { cronTicks, everyJobFinished, memoryBounded, noOverlaps, onlyKilledProcessesDied, rerunsExplained, type Verdict } from '../verdicts'
+import { cronTicks, everyJobFinished, memoryBounded, noOverlaps, oneAtATime, onlyKilledProcessesDied, rerunsExplained, type Verdict } from '../verdicts'
 
 export interface ScenarioResult {
   name: string
@@ -14,6 +14,8 @@ export interface ScenarioResult {
 }
 
 const CRON = '* * * * * *'
+/** Pairs of concurrency-1 jobs spread over the stream (see killsUnderLoad). */
+const SERIAL_PAIRS = 60
 
 /** The memory bounds the suite holds every process to once warm (MiB), stated in docs/RELIABILITY.md. */
 export const RSS_BOUND = { main: 400, child: 350, growthMib: 40, minSpanMs: 20_000 }
@@ -31,6 +33,19 @@ export async function killsUnderLoad(cfg: ChaosConfig, ctx: ScenarioContext): Pr
   const b = await ctx.startServer('B')
   const rss = sampleRss(() => ctx.servers)
   const cron = await ctx.submitter.submitJob({ type: 'chaosRecord', cronSchedule: CRON, data: { batch: 'cron-kills' } })
+  // A concurrency-1 type through every fault: due in pairs spread over the stream, so each pair's first
+  // job is taken by a race of every worker of both servers, and its second by the hand-off of the first;
+  // 150 ms each, so the child kills (every 2 s) often land on one of them.
+  const streamMs = (cfg.jobs / cfg.jobsPerSecond) * 1000
+  const serialIds = (
+    await ctx.submitter.submitJobs(
+      Array.from({ length: SERIAL_PAIRS * 2 }, (_, i) => ({
+        type: 'chaosSerial',
+        data: { ms: 150, batch: 'serial-kills' },
+        due: new Date(Date.now() + Math.floor(i / 2) * (streamMs / SERIAL_PAIRS)),
+      })),
+    )
+  ).map((j) => j.id)
   const cronFrom = Date.now() + 1500
   const killer = setInterval(() => ctx.killRandomChild(), cfg.childKillEveryMs)
 
@@ -60,6 +75,7 @@ export async function killsUnderLoad(cfg: ChaosConfig, ctx: ScenarioContext): Pr
   })
   await planDone
   if (poison.result) ids.push(poison.result)
+  ids.push(...serialIds)
   say(`  kills: all ${ids.length} submitted; waiting for them to finish`)
   const left = await untilFinished(ctx, ids, 180_000)
   const cronTo = Date.now()
@@ -77,9 +93,14 @@ export async function killsUnderLoad(cfg: ChaosConfig, ctx: ScenarioContext): Pr
   const healthy = await Promise.all(ctx.servers.map(async (s) => (await s.health()).status === 200 && s.children().length === 2))
   const back = ctx.comebacks.filter((c) => c.backAt !== null)
   const slowest = Math.max(0, ...back.map((c) => c.backAt! - c.at))
+  const serialSet = new Set(serialIds)
   const verdicts: Verdict[] = [
     everyJobFinished(ids, jobs),
     noOverlaps(runs, killed),
+    oneAtATime(
+      runs.filter((r) => serialSet.has(r.jobId)),
+      killed,
+    ),
     onlyKilledProcessesDied(
       ctx.servers.flatMap((s) => s.childExits()),
       killed,

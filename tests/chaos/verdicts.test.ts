@@ -1,7 +1,7 @@
 import { describe, expect, test } from 'bun:test'
 import type { FaultEvent } from '../../chaos/events'
 import { EventLog } from '../../chaos/events'
-import { cronTicks, onlyKilledProcessesDied, everyJobFinished, type JobRow, memoryBounded, noOverlaps, type RunRow, rerunsExplained } from '../../chaos/verdicts'
+import { cronTicks, onlyKilledProcessesDied, everyJobFinished, type JobRow, memoryBounded, noOverlaps, oneAtATime, type RunRow, rerunsExplained } from '../../chaos/verdicts'
 
 /**
  * The fault suite's verdicts are only worth their PASS if each one fails on the history it must reject.
@@ -30,6 +30,26 @@ describe('everyJobFinished', () => {
     expect(v.missing).toEqual([4])
     expect(v.unfinished).toEqual([2])
     expect(v.failed).toEqual([3])
+  })
+})
+
+describe('oneAtATime', () => {
+  test('holds for runs of different jobs one after the other, and a killed run that died before the next began', () => {
+    const runs = [run(1, 1, 0, 100), run(2, 1, 100, 200), run(3, 1, 300, null, { pid: 7 }), run(3, 2, 900, 950, { pid: 8 }), run(4, 1, 960, 990)]
+    expect(oneAtATime(runs, new Map([[7, T + 800]])).ok).toBe(true)
+  })
+
+  test('fails when two jobs of the type run at once, even when a shorter run lies between them', () => {
+    const v = oneAtATime([run(1, 1, 0, 1000), run(2, 1, 100, 150), run(3, 1, 500, 600)], new Map())
+    expect(v.ok).toBe(false)
+    expect(v.overlapping.map(([a, b]) => [a.jobId, b.jobId])).toEqual([
+      [1, 2],
+      [1, 3],
+    ])
+  })
+
+  test('fails when a killed run died only after the next job began', () => {
+    expect(oneAtATime([run(1, 1, 0, null, { pid: 7 }), run(2, 1, 400, 500, { pid: 8 })], new Map([[7, T + 450]])).ok).toBe(false)
   })
 })
 

@@ -18,3 +18,30 @@ export function interceptRun(
     return result
   }) as QueueDb['run']
 }
+
+/** A gate: `hold()` waits until `open()` is called. */
+export function gate(): { hold: () => Promise<void>; open: () => void } {
+  let open!: () => void
+  const opened = new Promise<void>((r) => {
+    open = r
+  })
+  return { hold: () => opened, open }
+}
+
+/**
+ * Holds back the reply of the first statement whose result `matches`, until `open()`: `held()` says
+ * whether it has arrived and is being held.
+ */
+export function holdFirstReply(queue: QueueDb, matches: (result: unknown) => boolean): { held: () => boolean; open: () => void } {
+  const g = gate()
+  let held = false
+  interceptRun(queue, {
+    after: async (r) => {
+      if (!held && matches(r)) {
+        held = true
+        await g.hold()
+      }
+    },
+  })
+  return { held: () => held, open: g.open }
+}

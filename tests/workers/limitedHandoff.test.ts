@@ -7,7 +7,7 @@ import { claimLimited, limitOf } from '../../src/server/workers/queue/limits'
 import { QueueDb } from '../../src/server/workers/queueDb'
 import { createTestDatabase, type TestDatabase } from '../helpers/db'
 import { CREATE_RUNS_TABLE, sqlClient } from '../helpers/engine'
-import { interceptRun } from '../helpers/intercept'
+import { gate, interceptRun } from '../helpers/intercept'
 import { appWith, loopOf } from '../helpers/loops'
 import { waitFor } from '../helpers/wait'
 
@@ -49,15 +49,6 @@ async function claimOneOfEach(queue: QueueDb, workerId: string) {
 /** The first statement fails as on a connection reset; the ones after it go through. */
 function failFirst(call: number): void {
   if (call === 1) throw Object.assign(new Error('connection reset'), { code: 'ECONNRESET' })
-}
-
-/** A gate: `hold` waits until `open` is called. */
-function gate() {
-  let open!: () => void
-  const opened = new Promise<void>((r) => {
-    open = r
-  })
-  return { hold: () => opened, open }
 }
 
 test("an outcome that frees a limited slot is written while an ordinary batch's write is in flight", async () => {

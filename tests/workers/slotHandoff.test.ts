@@ -6,7 +6,7 @@ import { finishAndClaimNext } from '../../src/server/workers/queue/handoff'
 import { claimLimited, type TypeLimit } from '../../src/server/workers/queue/limits'
 import { createTestDatabase, type TestDatabase } from '../helpers/db'
 import { CREATE_RUNS_TABLE, sqlClient } from '../helpers/engine'
-import { interceptRun } from '../helpers/intercept'
+import { holdFirstReply, interceptRun } from '../helpers/intercept'
 import { appWith, limitedType, loopOf, runsOf } from '../helpers/loops'
 import { waitFor } from '../helpers/wait'
 
@@ -45,14 +45,6 @@ async function insertSerial(holds: number[]): Promise<number[]> {
 }
 
 const isHandoff = (r: unknown) => typeof r === 'object' && r !== null && 'settled' in r
-
-function gate() {
-  let open!: () => void
-  const opened = new Promise<void>((r) => {
-    open = r
-  })
-  return { hold: () => opened, open }
-}
 
 test("the outcome of a limit-1 job and the claim of the type's next job commit together, on the worker that ran it", async () => {
   const [first, second] = await insertSerial([30, 1_500])
@@ -108,22 +100,13 @@ test('a hand-off whose reply is lost: the job it claimed goes back to pending, t
 test('a drain that begins while a hand-off is in flight waits for the job it claimed, and writes its outcome', async () => {
   const [first, second] = await insertSerial([20, 50])
   const w = loopOf(app, db.url, { concurrency: 2 })
-  const g = gate()
-  let held = false
-  interceptRun(w.queue, {
-    after: async (r) => {
-      if (isHandoff(r) && !held) {
-        held = true
-        await g.hold()
-      }
-    },
-  })
+  const reply = holdFirstReply(w.queue, isHandoff)
   await w.loop.start()
   const drained = await (async () => {
-    await waitFor(() => held, { what: 'the hand-off to be in flight' })
+    await waitFor(reply.held, { what: 'the hand-off to be in flight' })
     const stopping = w.stop().then(() => true)
     // The hand-off's reply comes only once the drain has begun.
-    g.open()
+    reply.open()
     return stopping
   })()
   expect(drained).toBe(true)
@@ -138,24 +121,15 @@ test('a drain that begins while a hand-off is in flight waits for the job it cla
 test('a drain, then an abort, while a hand-off is in flight: the job it claimed goes back to pending unrun', async () => {
   const [, second] = await insertSerial([20, 50])
   const w = loopOf(app, db.url, { concurrency: 2 })
-  const g = gate()
-  let held = false
-  interceptRun(w.queue, {
-    after: async (r) => {
-      if (isHandoff(r) && !held) {
-        held = true
-        await g.hold()
-      }
-    },
-  })
+  const reply = holdFirstReply(w.queue, isHandoff)
   await w.loop.start()
-  await waitFor(() => held, { what: 'the hand-off to be in flight' })
+  await waitFor(reply.held, { what: 'the hand-off to be in flight' })
   // As the manager does when a drain takes too long: drain, then abort, once the claim loop has ended
   // (which, had the abort come first, would have returned what was claimed after it).
   const stopping = w.stop()
   await (w.loop as unknown as { done: Promise<void> }).done
   w.loop.abortAll('forced shutdown')
-  g.open()
+  reply.open()
   await stopping
   const [row] = await sql`SELECT started, locked_by, finished, attempt FROM worker_jobs WHERE id = ${second!}`
   expect(row).toEqual({ started: null, locked_by: null, finished: null, attempt: 1 })
@@ -284,4 +258,38 @@ test('a cap of 2 holds across three workers handing off and claiming at once, an
     most = Math.max(most, now)
   }
   expect(most).toBe(2)
+})
+
+test("no hand-off while a claim's fate is unknown: the loop gets a slot back and releases the lost claim's row", async () => {
+  // A limit-1 chain holds the worker's one ordinary slot from job to job through hand-offs.
+  const chain = await insertSerial(Array.from({ length: 20 }, () => 50))
+  const w = loopOf(app, db.url, { concurrency: 1, urgentSlots: 1, pollIntervalMs: 100 })
+  // The urgent slot's claim of an urgent job commits, and its reply is lost.
+  let lost = false
+  interceptRun(w.queue, {
+    after: (r) => {
+      if (lost || !Array.isArray(r) || !r.some((j) => j?.type === 'noop')) return
+      lost = true
+      throw Object.assign(new Error('connection reset'), { code: 'ECONNRESET' })
+    },
+  })
+  await w.loop.start()
+  try {
+    await waitFor(async () => (await sql`SELECT 1 FROM worker_jobs WHERE id = ${chain[0]!} AND started IS NOT NULL`).length > 0, { what: 'the chain to start' })
+    const [urgent] = await sql`INSERT INTO worker_jobs (type, data, priority) VALUES ('noop', '{}', -5) RETURNING id`
+    await waitFor(async () => (await sql`SELECT 1 FROM worker_jobs WHERE id = ${urgent!.id} AND finished IS NOT NULL`).length > 0, {
+      what: 'the urgent job to finish',
+      timeoutMs: 10_000,
+    })
+    expect(lost).toBe(true)
+    // Its row went back to pending unrun and was taken again while the chain still ran: with hand-offs
+    // going on, the slot stayed full and the row stayed claimed, unrun, until the chain ended.
+    const [row] = await sql`SELECT attempt, success, finished FROM worker_jobs WHERE id = ${urgent!.id}`
+    expect(row!.attempt).toBe(1)
+    expect(row!.success).toBe(true)
+    const [last] = await sql`SELECT started FROM worker_jobs WHERE id = ${chain.at(-1)!}`
+    expect(last!.started === null || row!.finished < last!.started).toBe(true)
+  } finally {
+    await w.stop()
+  }
 })

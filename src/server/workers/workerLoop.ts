@@ -1,3 +1,4 @@
+import type { SQL } from 'drizzle-orm'
 import type { WorkerJob } from '../db/schema'
 import type { Logger } from '../log'
 import type { ServerApp } from '../serverApp'
@@ -145,6 +146,8 @@ export class WorkerLoop {
   private handoffsIdle: (() => void)[] = []
   /** Outcome batches whose hand-off settled the slots they freed: nothing to refill or announce. */
   private readonly settledBatches = new WeakSet<readonly Outcome[]>()
+  /** Each capped type's hand-off bound (otherHeadsBound), built once: a hand-off runs once per job. */
+  private readonly headBounds = new Map<string, SQL | undefined>()
 
   constructor(
     private readonly serverApp: ServerApp,
@@ -164,6 +167,7 @@ export class WorkerLoop {
     // A finished job frees a slot only under a concurrency cap; a rate's window moves on by the clock alone.
     const capped = new Set(this.limited.filter((l) => l.limits.concurrency !== null || l.limits.perKey !== null).map((l) => l.type))
     this.capped = capped
+    for (const t of capped) this.headBounds.set(t, otherHeadsBound(this.types, this.limitedNames.filter((n) => n !== t)) ?? undefined)
     this.finisher = new FinishBatcher(
       opts.queueDb,
       opts.workerId,
@@ -221,7 +225,7 @@ export class WorkerLoop {
       return q.run((db) => finishJobs(db, workerId, batch))
     }
     const claim = { workerId, leaseMs: this.opts.leaseMs }
-    const headBound = otherHeadsBound(this.types, this.limitedNames.filter((t) => t !== type)) ?? undefined
+    const headBound = this.headBounds.get(type)
     this.handoffsInFlight++
     const sentAt = this.now()
     try {
@@ -349,9 +353,10 @@ export class WorkerLoop {
       while (this.running.size > 0) await new Promise<void>((r) => this.onIdle.push(r))
       await this.finisher.drained()
     } while (this.running.size > 0)
-    // Rows a hand-off claimed that never ran (an abort came first), or whose claim's reply was lost, once
-    // the loop had ended: nothing is in flight now, so what this worker holds is exactly what it knows.
-    if (this.unknownClaims || this.abortedWith !== null) await this.releaseNeverRun()
+    // Rows a hand-off claimed that never ran (an abort came first: handOff marks them unknown), or a claim
+    // whose reply was lost, once the loop had ended (its own end released what an abort before it left):
+    // nothing is in flight now, so what this worker holds is exactly what it knows.
+    if (this.unknownClaims) await this.releaseNeverRun()
     for (const t of this.timers) clearInterval(t)
     if (this.dueTimer) clearTimeout(this.dueTimer)
     if (this.retryTimer) clearTimeout(this.retryTimer)

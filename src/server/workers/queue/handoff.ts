@@ -3,7 +3,7 @@ import { type Database, pipelinedTransaction, runQuery } from '../../db/client'
 import type { WorkerJob } from '../../db/schema'
 import { claimedJobsSelect, decodeClaimed } from './claim'
 import { type Outcome, plainFinish, type Written } from './finish'
-import { firstLimitedClaim, isKeyed, LIMITED_PENDING, type LimitedClaimOptions, limitedPrelude, limitedResult, type TypeLimit } from './limits'
+import { firstLimitedClaim, isKeyed, LIMITED_PENDING, type LimitedClaimOptions, limitedPrelude, limitedPriorities, limitedResult, type TypeLimit } from './limits'
 import { RUNNING } from './states'
 
 export interface Handoff {
@@ -111,13 +111,7 @@ function replaceStatement(opts: LimitedClaimOptions, finish: SQL): SQL {
           SELECT 1 FROM worker_jobs WHERE ${RUNNING} AND type = ${opts.type} ORDER BY lease_expires_at LIMIT ${cap + opts.limit}::int
         ) AS r)))::int AS n
     ),
-    lp AS (
-      (SELECT priority FROM worker_jobs WHERE ${LIMITED_PENDING} AND type = ${opts.type} ORDER BY priority LIMIT 1)
-      UNION ALL
-      SELECT (SELECT w.priority FROM worker_jobs AS w
-              WHERE ${LIMITED_PENDING} AND w.type = ${opts.type} AND w.priority > lp.priority ORDER BY w.priority LIMIT 1)
-      FROM lp WHERE lp.priority IS NOT NULL
-    ),
+    ${limitedPriorities(opts.type)},
     picked AS MATERIALIZED (
       SELECT x.id FROM lp CROSS JOIN LATERAL (
         SELECT id FROM worker_jobs

@@ -316,13 +316,7 @@ export function windowClaimStatement(opts: LimitedClaimOptions, rows = windowRow
   const p = limitParts(opts)
   return sql`
     WITH RECURSIVE ${p.head},
-    lp AS (
-      (SELECT priority FROM worker_jobs WHERE ${LIMITED_PENDING} AND type = ${opts.type} ORDER BY priority LIMIT 1)
-      UNION ALL
-      SELECT (SELECT w.priority FROM worker_jobs AS w
-              WHERE ${LIMITED_PENDING} AND w.type = ${opts.type} AND w.priority > lp.priority ORDER BY w.priority LIMIT 1)
-      FROM lp WHERE lp.priority IS NOT NULL
-    ), win AS MATERIALIZED (
+    ${limitedPriorities(opts.type)}, win AS MATERIALIZED (
       SELECT x.id, x.k, x.priority, x.due FROM lp CROSS JOIN LATERAL (
         SELECT id, concurrency_key AS k, priority, due FROM worker_jobs
         WHERE ${LIMITED_PENDING} AND type = ${opts.type} AND priority = lp.priority AND due <= now()
@@ -342,6 +336,21 @@ export function windowClaimStatement(opts: LimitedClaimOptions, rows = windowRow
       OR (SELECT count(*) FROM picked) >= ${p.typeFree}
       OR EXISTS (SELECT 1 FROM heads WHERE ${p.pastBound})
     ) AS exact`)}`
+}
+
+/**
+ * The distinct priorities of a limited type's pending rows, lowest first, as a recursive CTE named `lp`
+ * (one descent of worker_jobs_limited_head_idx each; a NULL row ends it): the window claim and the
+ * hand-off (handoff.ts) walk the type's due rows priority by priority from it.
+ */
+export function limitedPriorities(type: string): SQL {
+  return sql`lp AS (
+      (SELECT priority FROM worker_jobs WHERE ${LIMITED_PENDING} AND type = ${type} ORDER BY priority LIMIT 1)
+      UNION ALL
+      SELECT (SELECT w.priority FROM worker_jobs AS w
+              WHERE ${LIMITED_PENDING} AND w.type = ${type} AND w.priority > lp.priority ORDER BY w.priority LIMIT 1)
+      FROM lp WHERE lp.priority IS NOT NULL
+    )`
 }
 
 /** The pending rows of limited types, exactly worker_jobs_limited_idx's predicate. */
